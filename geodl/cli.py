@@ -1,0 +1,167 @@
+"""``geodl`` command line: each command calls one public function.
+
+User mistakes end with exit code 2 and one line on stderr; internal errors with exit code 1 (the
+traceback only with ``--debug``); Ctrl-C with exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from geodl import __version__
+from geodl.errors import UserInputError
+
+__all__ = ["main"]
+
+
+def _run_dir(cfg, out: str | None) -> Path:
+    return Path(out) if out else Path("runs") / cfg.experiment.name
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from geodl.pipeline import run_experiment
+    from geodl.tasks import load_config
+
+    cfg, experiment = load_config(args.config, args.set)
+    forced = [f for f in args.force if f != "*"]
+    result = run_experiment(
+        cfg,
+        experiment,
+        _run_dir(cfg, args.out),
+        only=getattr(args, "stage_name", None),
+        force=forced,
+        force_all="*" in args.force,
+    )
+    print(
+        f"[geodl] {len(result.ran)} stage(s) ran, {len(result.skipped)} skipped; "
+        f"outputs in {result.run_dir}"
+    )
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from geodl.config import dump_yaml
+    from geodl.tasks import load_config
+
+    cfg, _ = load_config(args.config, args.set)
+    print(dump_yaml(cfg), end="")
+    return 0
+
+
+def _cmd_config_validate(args: argparse.Namespace) -> int:
+    from geodl.tasks import load_config
+
+    for path in args.configs:
+        load_config(path, args.set)
+        print(f"{path}: ok")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from geodl.data import describe
+
+    print(describe(args.path if len(args.path) > 1 else args.path[0]))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (YAML scalar), e.g. --set train.epochs=5; repeatable",
+    )
+    run_opts = argparse.ArgumentParser(add_help=False)
+    run_opts.add_argument("--out", help="run directory (default: runs/EXPERIMENT_NAME)")
+
+    parser = argparse.ArgumentParser(
+        prog="geodl",
+        description="Deep learning on gridded ocean and atmosphere data.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"geodl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run", parents=[common, overrides, run_opts], help="run every stage of an experiment"
+    )
+    p.add_argument("config", help="experiment YAML file")
+    p.add_argument(
+        "--force",
+        nargs="?",
+        const="*",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="re-run STAGE and everything downstream; alone: re-run all and allow reusing the "
+        "run directory of another experiment",
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "stage", parents=[common, overrides, run_opts], help="run one stage (for scripts, SLURM)"
+    )
+    p.add_argument("stage_name", metavar="NAME", help="stage name")
+    p.add_argument("config", help="experiment YAML file")
+    p.add_argument(
+        "--force", action="store_const", const=["*"], default=[], help="re-run even if up to date"
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("config", parents=[common], help="show or validate experiment configs")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    c = csub.add_parser("show", parents=[common, overrides], help="print the resolved config")
+    c.add_argument("config")
+    c.set_defaults(func=_cmd_config_show)
+    c = csub.add_parser("validate", parents=[common, overrides], help="check config files")
+    c.add_argument("configs", nargs="+")
+    c.set_defaults(func=_cmd_config_validate)
+
+    p = sub.add_parser("info", parents=[common], help="summarise a NetCDF/Zarr file")
+    p.add_argument("path", nargs="+", help="file(s), glob or Zarr store")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geodl`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if debug else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
+    try:
+        return args.func(args)
+    except UserInputError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"geodl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geodl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that reports internal errors
+        if debug:
+            traceback.print_exc()
+        print(
+            f"geodl: internal error: {type(exc).__name__}: {exc} (re-run with --debug for the "
+            "traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Typed experiment configuration: YAML loading, ``--set`` overrides and validation.
+
+An experiment is one YAML file. Its ``experiment.task`` names the task whose schema (a tree of
+:class:`Section` models) validates the rest. Unknown keys and wrong types are errors that name the
+key path, what was expected and the closest valid key. Library functions never take these objects:
+only the task and CLI layers read config (STYLE.md, "Config is data").
+
+Examples
+--------
+>>> from geodl.config import Section, validate
+>>> class Train(Section):
+...     epochs: int = 10
+>>> validate({"epochs": 3}, Train).epochs
+3
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from geodl.errors import ConfigError
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+__all__ = [
+    "Section",
+    "apply_overrides",
+    "config_digest",
+    "dump_yaml",
+    "read_yaml",
+    "validate",
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: strict types, no unknown keys, immutable once validated.
+
+    Strict mode is deliberate: a quoted ``"10"`` for an integer is a mistake in YAML, not something to
+    coerce silently. Integers are accepted where floats are expected.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; missing files and syntax errors raise :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file '{path}' not found; pass the path of an experiment YAML file "
+            "(see configs/ for examples)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(
+            f"{path}: YAML syntax error at {where}: {exc.problem}; fix the file and retry"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The Section model inside ``annotation`` (also through ``X | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_mapping(a) for a in typing.get_args(annotation))
+    return origin is dict or annotation is dict
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "valid keys: " + ", ".join(sorted(choices))
+
+
+def _check_path(schema: type[BaseModel], parts: list[str]) -> None:
+    """Raise :class:`ConfigError` unless ``parts`` is a key path of ``schema``."""
+    model: type[BaseModel] | None = schema
+    for i, part in enumerate(parts):
+        if model is None:
+            raise ConfigError(
+                f"--set {'.'.join(parts)}: '{'.'.join(parts[:i])}' is a value, not a section"
+            )
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "top level"
+            raise ConfigError(
+                f"--set {'.'.join(parts)}: unknown key '{part}' in {where}; "
+                f"{_suggest(part, list(fields))}"
+            )
+        annotation = fields[part].annotation
+        if _is_mapping(annotation):
+            return  # free-form mapping: any sub-key is allowed
+        model = _section_type(annotation)
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]
+) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``key.path=value`` overrides applied (values parsed as YAML).
+
+    Every path must exist in ``schema`` (not only in the file), so a typo is caught even for a key the
+    file leaves at its default.
+    """
+    out = json.loads(json.dumps(raw))  # deep copy of plain YAML data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}': expected KEY.PATH=VALUE, e.g. train.epochs=5")
+        parts = key.strip().split(".")
+        _check_path(schema, parts)
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set '{item}': value is not a valid YAML scalar") from None
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _model_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = schema
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model = _section_type(model.model_fields[part].annotation)
+    return model
+
+
+def _describe_error(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(schema, loc[:-1])
+        hint = _suggest(str(loc[-1]), list(parent.model_fields)) if parent else ""
+        return f"unknown key '{path}'; {hint}".rstrip("; ")
+    if kind == "missing":
+        return f"missing required key '{path}'"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
+    return f"key '{path}': {msg}, got {shown} ({type(value).__name__})"
+
+
+def validate(raw: dict[str, Any], schema: type[M], source: str = "config") -> M:
+    """Validate plain data against ``schema``; errors become one-line :class:`ConfigError`."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe_error(errors[0], schema)
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_digest(data: Any) -> str:
+    """Stable SHA-256 of plain data (dicts sorted by key)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

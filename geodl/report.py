@@ -1,0 +1,54 @@
+"""Run reports: a metrics table and figures, gathered in ``report/index.html``."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["metrics_table_html", "write_index"]
+
+
+def metrics_table_html(metrics: Mapping[str, Any]) -> str:
+    """HTML table of ``metrics.json`` content: one row per method, one column per metric."""
+    methods: Mapping[str, Mapping[str, float]] = metrics.get("methods", {})
+    columns = sorted({k for m in methods.values() for k in m})
+    units = metrics.get("units", {})
+    head = "".join(
+        f"<th>{html.escape(c)}{' [' + html.escape(units[c]) + ']' if c in units else ''}</th>"
+        for c in columns
+    )
+    rows = []
+    for name, values in methods.items():
+        cells = "".join(
+            f"<td>{values[c]:.4g}</td>" if c in values else "<td></td>" for c in columns
+        )
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_index(
+    report_dir: Path, title: str, metrics: Mapping[str, Any], figures: list[str]
+) -> Path:
+    """Write ``index.html`` showing the metrics table and ``figures`` (names inside report_dir)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    imgs = "\n".join(
+        f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>'
+        f"{html.escape(f)}</figcaption></figure>"
+        for f in figures
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}img{{max-width:900px}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+<h2>Metrics ({html.escape(str(metrics.get("task", "")))})</h2>
+{metrics_table_html(metrics)}
+<h2>Figures</h2>
+{imgs}
+</body></html>
+"""
+    path = report_dir / "index.html"
+    path.write_text(page)
+    return path
