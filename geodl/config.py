@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -41,6 +42,28 @@ __all__ = [
 ]
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 demands ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 class Section(BaseModel):
     """Base of every config section: strict types, no unknown keys, immutable once validated.
 
@@ -60,7 +83,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             "(see configs/ for examples)"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _load(path.read_text())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -142,7 +165,7 @@ def apply_overrides(
         parts = key.strip().split(".")
         _check_path(schema, parts)
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _load(text) if text.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--set '{item}': value is not a valid YAML scalar") from None
         node = out

@@ -53,8 +53,12 @@ class StageContext:
     log: logging.Logger = field(default_factory=lambda: log)
 
     def output(self, name: str) -> Path:
-        """Path to write the declared output ``name`` to (renamed into the run dir on success)."""
-        if name not in self.outputs:
+        """Path to write the declared output ``name`` (or a file inside a declared directory) to.
+
+        The path lies in a private work directory; the runner renames it into the run directory when
+        the stage succeeds.
+        """
+        if not any(name == o or name.startswith(o.rstrip("/") + "/") for o in self.outputs):
             raise RuntimeError(f"stage '{self.name}' did not declare output '{name}'")
         path = self.work_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +66,7 @@ class StageContext:
 
     def input(self, name: str) -> Path:
         """Path of an output of an upstream stage."""
-        if name not in self.readable:
+        if not any(name == o or name.startswith(o.rstrip("/") + "/") for o in self.readable):
             raise RuntimeError(
                 f"stage '{self.name}' reads '{name}', which no upstream stage writes"
             )

@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+import geodl.cli as cli
+from geodl.cli import main
+
+QUICK = "configs/l63_assimilation_quick.yaml"
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one clear line, no traceback
+    return err[0]
+
+
+def test_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "geodl.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("geodl ")
+
+
+def test_demo_config_runs_then_skips(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", QUICK, "--out", str(out), "--set", "simulate.n_steps=400"]) == 0
+    assert "4 stage(s) ran, 0 skipped" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "assimilation"
+    linear, clim = metrics["methods"]["linear"], metrics["methods"]["climatology"]
+    # interpolating observations every 8 steps must beat the climatological mean by far
+    assert linear["rmse"] < 0.5 * clim["rmse"]
+    assert (out / "report" / "index.html").read_text().count("<img") == 1
+    assert main(["run", QUICK, "--out", str(out), "--set", "simulate.n_steps=400"]) == 0
+    assert "0 stage(s) ran, 4 skipped" in capsys.readouterr().out
+    assert main(["info", str(out / "truth.nc")]) == 0
+    info = capsys.readouterr().out
+    assert "axes: time=time" in info and "truth(trajectory=4, time=401, component=3)" in info
+
+
+def test_config_show_and_validate(capsys):
+    assert main(["config", "show", QUICK, "--set", "observe.every=3"]) == 0
+    assert "every: 3" in capsys.readouterr().out
+    assert main(["config", "validate", QUICK]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "pattern"),
+    [
+        (None, [], "not found"),
+        ("experiment: [1, 2\n", [], "YAML syntax error at line"),
+        (
+            "experiment:\n  name: x\n  task: assimilation\nobserve:\n  evry: 3\n",
+            [],
+            "did you mean 'every'",
+        ),
+        (
+            "experiment:\n  name: x\n  task: assimilation\nobserve:\n  every: many\n",
+            [],
+            "observe.every",
+        ),
+        (
+            "experiment:\n  name: x\n  task: assimilation\n",
+            ["--set", "observe.evry=2"],
+            "did you mean 'every'",
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys, content, args, pattern):
+    path = tmp_path / "c.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), *args]) == 2
+    line = _err_line(capsys)
+    assert line.startswith("geodl: error:") and pattern in line
+
+
+def test_unwritable_out_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    assert main(["run", QUICK, "--out", str(blocker / "x")]) == 2
+    assert "not writable" in _err_line(capsys)
+
+
+def test_info_missing_file_exits_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "none.nc")]) == 2
+    assert "file not found" in _err_line(capsys)
+
+
+def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, capsys, tmp_path):
+    def broken(args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(cli, "_cmd_info", broken)
+    assert main(["info", "x.nc"]) == 1
+    assert "internal error: RuntimeError: bug" in _err_line(capsys)
+    assert main(["info", "x.nc", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err

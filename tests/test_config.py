@@ -1,0 +1,100 @@
+import pytest
+
+from geodl.config import Section, apply_overrides, dump_yaml, read_yaml, validate
+from geodl.errors import ConfigError
+from geodl.tasks import load_config
+
+QUICK = "configs/l63_assimilation_quick.yaml"
+
+
+class Inner(Section):
+    epochs: int = 3
+    lr: float = 1e-3
+
+
+class Outer(Section):
+    train: Inner = Inner()
+    name: str = "x"
+    extra: dict[str, int] = {}
+
+
+def test_defaults_and_types():
+    cfg = validate({"train": {"epochs": 5, "lr": 1}}, Outer)
+    assert cfg.train.epochs == 5 and cfg.train.lr == 1.0 and cfg.name == "x"
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch'; did you mean 'epochs'"):
+        validate({"train": {"epoch": 5}}, Outer)
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(
+        ConfigError, match=r"key 'train.epochs': expected a valid integer, got 'ten'"
+    ):
+        validate({"train": {"epochs": "ten"}}, Outer)
+
+
+def test_quoted_number_is_not_coerced():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        validate({"train": {"epochs": "10"}}, Outer)
+
+
+def test_overrides_parse_yaml_scalars():
+    raw = apply_overrides({}, ["train.epochs=7", "train.lr=1e-2", "name=abc", "extra.k=2"], Outer)
+    cfg = validate(raw, Outer)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.name, cfg.extra) == (7, 0.01, "abc", {"k": 2})
+
+
+@pytest.mark.parametrize(
+    ("item", "pattern"),
+    [
+        ("train.epoch=3", r"unknown key 'epoch' in train; did you mean 'epochs'"),
+        ("trian.epochs=3", r"unknown key 'trian' in top level; did you mean 'train'"),
+        ("name.sub=1", r"'name' is a value, not a section"),
+        ("train.epochs", r"expected KEY.PATH=VALUE"),
+    ],
+)
+def test_bad_overrides(item, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        apply_overrides({}, [item], Outer)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_has_line_number(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("a: 1\nb: [1, 2\nc: 3\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error at line \d+, column \d+"):
+        read_yaml(path)
+
+
+def test_quick_config_loads_and_round_trips(tmp_path):
+    cfg, exp = load_config(QUICK, ["observe.every=4"])
+    assert exp.task == "assimilation" and cfg.observe.every == 4
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_yaml(cfg))
+    again, _ = load_config(path)
+    assert again == cfg
+
+
+def test_unknown_task(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("experiment:\n  name: x\n  task: nope\n")
+    with pytest.raises(ConfigError, match=r"'experiment.task' is 'nope'; expected one of"):
+        load_config(path)
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(ConfigError, match=r"evaluate.methods.0.*'linear' or 'climatology'"):
+        load_config(QUICK, ["evaluate.methods=[kalman]"])
+
+
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nn: 10\nname: 1e3x\n")
+    raw = read_yaml(path)
+    assert raw == {"lr": 0.001, "n": 10, "name": "1e3x"}
