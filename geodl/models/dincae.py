@@ -1,0 +1,96 @@
+"""DINCAE-like likelihood autoencoder: observations -> Gaussian mean and log-variance per pixel."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from geodl.models.blocks import PaddedConv, check_padding
+from geodl.models.checks import check_grid, check_positive, masked_input
+from geodl.models.outputs import MappingOutput, clamp_log_var
+from geodl.models.unet import UNetCore
+
+__all__ = ["DINCAE"]
+
+
+class DINCAE(nn.Module):
+    """Convolutional autoencoder with skip connections and a Gaussian output (Barth et al. 2020).
+
+    ``forward(obs, obs_mask=None) -> MappingOutput`` with ``mean`` and ``log_var``, both
+    ``(B, T, C, H, W)``. Time is used as channels: the model reshapes ``(B, T, C, H, W)`` to
+    ``(B, T*2C, H, W)`` (observations with zeros at gaps, and the mask), as DINCAE stacks neighbouring
+    days, so ``n_times`` is fixed at construction. Train it with
+    :func:`geodl.losses.gaussian_nll`.
+
+    Why the log-variance is clamped: the likelihood divides by ``exp(log_var)``; an unbounded head
+    drives it to 0 on well-fitted pixels and the loss to -inf (Barth et al. 2020 bound it likewise).
+
+    Parameters
+    ----------
+    in_channels, n_times : int
+        C and T of the input.
+    depth, width : int
+        Levels and first-level channels of the encoder-decoder; H, W divisible by ``2**depth``.
+    padding : {"zeros", "circular"}
+        Padding in (y, x).
+    min_log_var, max_log_var : float
+        Bounds of the predicted log-variance (in units of the normalised field squared).
+
+    References
+    ----------
+    Barth, A., Alvera-Azcárate, A., Licer, M., Beckers, J.-M. (2020). DINCAE 1.0: a convolutional
+    neural network with error estimates to reconstruct sea surface temperature satellite
+    observations. Geosci. Model Dev. 13, 1609-1622.
+
+    Examples
+    --------
+    >>> import torch
+    >>> out = DINCAE(1, 3, depth=2, width=8)(torch.zeros(2, 3, 1, 16, 16))
+    >>> out.mean.shape, out.log_var.shape
+    (torch.Size([2, 3, 1, 16, 16]), torch.Size([2, 3, 1, 16, 16]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_times: int,
+        *,
+        depth: int = 3,
+        width: int = 32,
+        padding: str = "zeros",
+        act: str = "relu",
+        min_log_var: float = -10.0,
+        max_log_var: float = 5.0,
+    ) -> None:
+        super().__init__()
+        check_padding(padding, "DINCAE")
+        check_positive(
+            "DINCAE", in_channels=in_channels, n_times=n_times, depth=depth + 1, width=width
+        )
+        self.in_channels = in_channels
+        self.n_times = n_times
+        self.depth = depth
+        self.min_log_var = min_log_var
+        self.max_log_var = max_log_var
+        self.core = UNetCore(
+            2 * in_channels * n_times, depth=depth, width=width, ndim=2, padding=padding, act=act
+        )
+        self.mean_head = PaddedConv(width, in_channels * n_times, 1)
+        self.log_var_head = PaddedConv(width, in_channels * n_times, 1)
+
+    def forward(self, obs: Tensor, obs_mask: Tensor | None = None) -> MappingOutput:
+        check_grid(
+            obs,
+            "obs",
+            "DINCAE.forward",
+            channels=self.in_channels,
+            times=self.n_times,
+            multiple=2**self.depth,
+        )
+        y, m = masked_input(obs, obs_mask, "DINCAE.forward")  # (B, T, C, H, W)
+        shape = y.shape
+        b, _, _, h, w = shape
+        features = self.core(torch.cat([y, m], dim=2).reshape(b, -1, h, w))  # (B, width, H, W)
+        mean = self.mean_head(features).reshape(shape)
+        log_var = clamp_log_var(self.log_var_head(features), self.min_log_var, self.max_log_var)
+        return MappingOutput(mean, log_var.reshape(shape))
