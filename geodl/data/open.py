@@ -7,6 +7,7 @@ grids (``y``/``x`` in km or m) and geographic grids (``lat``/``lon`` in degrees)
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,39 @@ def _expand(path: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p) for p in path]
 
 
-def open_dataset(path: str | Path | Sequence[str | Path]) -> xr.Dataset:
+def _is_zarr(path: Path) -> bool:
+    if path.suffix == ".zarr":
+        return True
+    return path.is_dir() and any(
+        (path / marker).exists() for marker in ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+    )
+
+
+def _consolidated(path: Path) -> bool:
+    """Whether a Zarr store carries consolidated metadata (v2 ``.zmetadata`` or v3 ``zarr.json``)."""
+    if (path / ".zmetadata").exists():
+        return True
+    meta = path / "zarr.json"
+    if meta.exists():
+        try:
+            return json.loads(meta.read_text()).get("consolidated_metadata") is not None
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def open_dataset(path: str | Path | Sequence[str | Path], *, dask: bool = True) -> xr.Dataset:
     """Open one NetCDF file, several (glob or list, concatenated along time) or a Zarr store, lazily.
+
+    Parameters
+    ----------
+    path : str, Path or sequence of them
+        A NetCDF file, a glob pattern or list of NetCDF files (concatenated along their time axis),
+        or a Zarr store (format 2 or 3).
+    dask : bool
+        Back variables with Dask arrays (one Dask chunk per storage chunk). With ``False`` the
+        variables stay lazily indexed backend arrays: reading a slice reads only that slice, with no
+        Dask overhead (what the patch readers inside DataLoader workers use).
 
     Examples
     --------
@@ -111,13 +143,32 @@ def open_dataset(path: str | Path | Sequence[str | Path]) -> xr.Dataset:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise DataError(f"file not found: {', '.join(missing)}; check data.path")
+    chunks = {} if dask else None
     try:
-        if len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix == ".zarr"):
-            return xr.open_zarr(paths[0], chunks={})
+        if len(paths) == 1 and _is_zarr(paths[0]):
+            return xr.open_zarr(paths[0], chunks=chunks, consolidated=_consolidated(paths[0]))
         if len(paths) == 1:
-            return xr.open_dataset(paths[0], chunks={})
-        return xr.open_mfdataset(paths, combine="nested", concat_dim="time", chunks={})
-    except (OSError, ValueError, KeyError) as exc:
+            return xr.open_dataset(paths[0], chunks=chunks, cache=False)
+        with xr.open_dataset(paths[0]) as first:
+            concat = find_axes(first).time
+        if concat is None:
+            raise DataError(
+                f"cannot concatenate {len(paths)} files: no time axis in {paths[0]} "
+                f"(dims {list(first.dims)}); open them one by one or add a time coordinate"
+            )
+        return xr.open_mfdataset(
+            paths,
+            combine="nested",
+            concat_dim=concat,
+            chunks={},
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            parallel=False,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, DataError):
+            raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
             f"cannot read {', '.join(str(p) for p in paths)}: {first}; "
@@ -138,8 +189,7 @@ def describe(path: str | Path | Sequence[str | Path]) -> str:
     axes = find_axes(ds)
     lines = [f"source: {path}"]
     lines.append(
-        "axes: "
-        + ", ".join(f"{role}={getattr(axes, role)}" for role in ("time", "y", "x", "z"))
+        "axes: " + ", ".join(f"{role}={getattr(axes, role)}" for role in ("time", "y", "x", "z"))
     )
     if axes.y and axes.x and axes.y in ds.coords and axes.x in ds.coords:
         yc, xc = ds[axes.y].values, ds[axes.x].values
