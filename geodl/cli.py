@@ -65,7 +65,37 @@ def _cmd_config_validate(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from geodl.data import describe
 
-    print(describe(args.path if len(args.path) > 1 else args.path[0]))
+    path = args.path if len(args.path) > 1 else args.path[0]
+    print(describe(path))
+    if args.target:
+        from geodl.data import GriddedSource
+
+        source = GriddedSource(
+            path,
+            args.target,
+            inputs=args.inputs,
+            static=args.static,
+            land_mask=args.land_mask,
+            require_regular=False,
+        )
+        print("roles:")
+        print("\n".join("  " + line for line in source.summary().splitlines()))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from geodl.data.convert import convert, parse_chunks
+
+    out = convert(
+        args.src,
+        args.dst,
+        chunks=parse_chunks(args.chunks) if args.chunks else None,
+        zarr_format=args.zarr_format,
+        overwrite=args.overwrite,
+        dask_workers=args.dask_workers,
+        scheduler=args.scheduler,
+    )
+    print(f"[geodl] wrote {out}")
     return 0
 
 
@@ -130,7 +160,23 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", parents=[common], help="summarise a NetCDF/Zarr file")
     p.add_argument("path", nargs="+", help="file(s), glob or Zarr store")
+    p.add_argument("--target", action="append", default=[], help="check a target variable")
+    p.add_argument("--inputs", action="append", default=[], help="an input variable")
+    p.add_argument("--static", action="append", default=[], help="a static variable")
+    p.add_argument("--land-mask", help="static variable, nonzero on land")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "convert", parents=[common], help="copy NetCDF/Zarr into a rechunked Zarr store"
+    )
+    p.add_argument("src", help="input file, glob or Zarr store")
+    p.add_argument("dst", help="output *.zarr store (or *.nc file)")
+    p.add_argument("--chunks", help="chunk sizes, e.g. time=30,y=240,x=240 (-1 = whole dim)")
+    p.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--dask-workers", type=int, help="run on a LocalCluster of N workers")
+    p.add_argument("--scheduler", help="run on an existing Dask scheduler (address)")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 

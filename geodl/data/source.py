@@ -349,6 +349,26 @@ class GriddedSource:
             data, dims=self.dims, coords=coords.coords, name=name, attrs=self.attrs.get(name, {})
         )
 
+    def summary(self) -> str:
+        """What was found: roles, sizes, read blocks and land fraction (for ``geodl info``)."""
+        land = self.land()
+        lines = [
+            f"axes: time={self.dims[0]}, y={self.dims[1]}, x={self.dims[2]}; "
+            f"sizes time={self.shape['time']}, y={self.shape['y']}, x={self.shape['x']}",
+            f"land: {100 * land.mean():.1f}% of grid points "
+            f"({'variable ' + self.land_mask_var if self.land_mask_var else 'target NaN at all times'})",
+        ]
+        for role, names in (
+            ("target", self.target),
+            ("inputs", self.inputs),
+            ("obs", self.obs),
+            ("static", self.static),
+        ):
+            for name in names:
+                block = "x".join(map(str, self.block[name]))
+                lines.append(f"{role}: {name} {self.dtype[name]}, read blocks {block}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         where = self._paths.get("main", "in-memory dataset")
         return (
