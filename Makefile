@@ -25,8 +25,8 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: install
-	$(BIN)/ruff check geodl tests benchmarks
-	$(BIN)/ruff format --check geodl tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 clean:

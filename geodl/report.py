@@ -52,3 +52,48 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}img{{max-width:90
     path = report_dir / "index.html"
     path.write_text(page)
     return path
+
+
+def read_learning_curves(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Epoch-level curves ``{metric: [(epoch, value), ...]}`` from every ``metrics.csv`` under
+    ``log_dir`` (a resumed training logs to its own sub-folder; later files win for an epoch)."""
+    import csv
+
+    curves: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(log_dir).rglob("metrics.csv"), key=lambda p: (len(p.parts), str(p))):
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                epoch = row.get("epoch")
+                if not epoch:
+                    continue
+                for name, value in row.items():
+                    if name in ("epoch", "step") or not value or name.endswith("_step"):
+                        continue
+                    curves.setdefault(name.removesuffix("_epoch"), {})[int(epoch)] = float(value)
+    return {k: sorted(v.items()) for k, v in curves.items()}
+
+
+def plot_learning_curves(log_dir: Path, out_png: Path, title: str = "learning curves") -> Path:
+    """Figure of the epoch-level losses logged during training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = read_learning_curves(log_dir)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in sorted(curves.items()):
+        if "loss" in name and points:
+            epochs, values = zip(*points, strict=True)
+            ax.plot(epochs, values, marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
