@@ -62,6 +62,15 @@ def _cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from geodl.tasks import load_config
+
+    _, experiment = load_config(args.config, args.set)
+    for stage in experiment.stages:
+        print(stage.name if not args.long else f"{stage.name}\t{','.join(stage.needs) or '-'}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from geodl.data import describe
 
@@ -157,6 +166,13 @@ def _parser() -> argparse.ArgumentParser:
     c = csub.add_parser("validate", parents=[common, overrides], help="check config files")
     c.add_argument("configs", nargs="+")
     c.set_defaults(func=_cmd_config_validate)
+
+    p = sub.add_parser(
+        "stages", parents=[common, overrides], help="list an experiment's stages in order"
+    )
+    p.add_argument("config")
+    p.add_argument("--long", action="store_true", help="also list each stage's upstream stages")
+    p.set_defaults(func=_cmd_stages)
 
     p = sub.add_parser("info", parents=[common], help="summarise a NetCDF/Zarr file")
     p.add_argument("path", nargs="+", help="file(s), glob or Zarr store")
