@@ -175,7 +175,7 @@ def collate(items: Sequence[Batch] | Batch) -> Batch:
     out = {}
     for f in dataclasses.fields(Batch):
         values = [getattr(b, f.name) for b in items]
-        if values[0] is None:
+        if any(v is None for v in values):
             if any(v is not None for v in values):
                 raise ValueError(f"collate(): Batch.{f.name} is None in some items only")
             out[f.name] = None

@@ -124,9 +124,7 @@ def convert(
     with dask_client(dask_workers, scheduler), atomic_path(dst) as tmp:
         try:
             if dst.suffix == ".zarr":
-                ds.to_zarr(
-                    tmp, mode="w", zarr_format=zarr_format, consolidated=zarr_format == 2
-                )
+                ds.to_zarr(tmp, mode="w", zarr_format=zarr_format, consolidated=zarr_format == 2)
             else:
                 ds.to_netcdf(tmp, encoding=encoding)
         except (OSError, RuntimeError) as exc:

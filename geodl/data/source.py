@@ -312,8 +312,18 @@ class GriddedSource:
         da = self._open()[self._where[name]][name]
         order = self.dims if len(region) == 3 else self.dims[1:]
         da = da.isel(dict(zip(order, region, strict=True))).transpose(*order)
-        with dask.config.set(scheduler="synchronous"):
-            values = da.values
+        try:
+            with dask.config.set(scheduler="synchronous"):
+                values = da.values
+        except (OSError, RuntimeError) as exc:
+            where = self._paths.get(self._where[name], "in-memory dataset")
+            raise DataError(
+                f"cannot read '{name}' from {where} at {list(region)}: {exc}; "
+                "the file may be truncated or corrupted"
+            ) from None
+        if self._where[name] in self._memory:
+            # Callers normalise blocks in place: never hand out a view of the user's arrays.
+            return np.array(values, dtype=np.float32, order="C", copy=True)
         return np.ascontiguousarray(values, dtype=np.float32)
 
     def land(self) -> np.ndarray:

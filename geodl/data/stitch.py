@@ -284,20 +284,25 @@ class StitchWriter:
         self.peak_slab_bytes = max(self.peak_slab_bytes, self._acc.nbytes + self._wsum.nbytes)
 
     def _flush(self, until: int) -> None:
-        k = until - self._start
+        k = min(until - self._start, self._acc.shape[0])
         if k <= 0:
+            self._start = max(self._start, until)  # times no patch reached stay NaN
             return
         values = _finish(self._acc[:k], self._wsum[:k], self.land)
         if self.normalizer is not None:
             for c, name in enumerate(self.names):
                 values[:, c] = self.normalizer.invert(name, values[:, c])
-        region = slice(self._start, until)
+        region = slice(self._start, self._start + k)
         if self.path.suffix == ".zarr":
             tdim, ydim, xdim = self.source.dims
             slab = xr.Dataset(
                 {n: ((tdim, ydim, xdim), values[:, c]) for c, n in enumerate(self.names)}
             )
-            slab.to_zarr(self._tmp, region={tdim: region, ydim: slice(None), xdim: slice(None)})
+            slab.to_zarr(
+                self._tmp,
+                region={tdim: region, ydim: slice(None), xdim: slice(None)},
+                consolidated=False,
+            )
         else:
             import netCDF4
 
@@ -305,7 +310,7 @@ class StitchWriter:
                 for c, n in enumerate(self.names):
                     nc[n][region] = values[:, c]
         self._acc, self._wsum = self._acc[k:].copy(), self._wsum[k:].copy()
-        self._start = until
+        self._start = until  # beyond the accumulated times: nothing reached them (NaN)
 
     def add(self, patches: Any, starts: Any) -> None:
         """Add ``(N, T, C, H, W)`` patches at ``(N, 3)`` starts; times must not go backwards."""

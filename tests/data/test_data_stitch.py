@@ -1,0 +1,105 @@
+"""Stitching: cut into overlapping patches and put back returns the field exactly."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from geodl.data import (
+    GriddedSource,
+    PatchDataset,
+    StitchWriter,
+    compute_stats,
+    make_loader,
+    open_dataset,
+    stitch,
+    taper,
+)
+from geodl.errors import DataError
+from geodl.testing import make_field
+
+SIZE = {"time": 5, "y": 8, "x": 8}
+STRIDE = {"time": 2, "y": 3, "x": 5}
+
+
+@pytest.fixture
+def src():
+    return GriddedSource(make_field(nt=17, ny=21, nx=26, land=True), "ssh")
+
+
+def test_cut_and_stitch_returns_the_field_exactly(src):
+    ds = PatchDataset(src, SIZE, STRIDE)
+    b = ds.__getitems__(range(len(ds)))
+    out = stitch(b.target, b.starts, src)
+    field = src.dataset()["ssh"]
+    np.testing.assert_array_equal(out["ssh"].values, field.values)  # NaN on land in both
+    assert out["ssh"].attrs == field.attrs
+    xr.testing.assert_identical(out["lat"], field["lat"])
+    assert out.attrs["title"] == "geodl synthetic field"
+    raw = stitch(b.target, b.starts, src, kind="none", mask_land=False)
+    assert np.isfinite(raw["ssh"].values).all()
+
+
+def test_stitch_inverts_normalisation(src):
+    stats = compute_stats(src.dataset(), ["ssh"], per_pixel=True)
+    ds = PatchDataset(src, SIZE, STRIDE, normalizer=stats)
+    b = ds.__getitems__(range(len(ds)))
+    out = stitch(b.target, b.starts, src, normalizer=stats)
+    np.testing.assert_allclose(out["ssh"].values, src.dataset()["ssh"].values, rtol=1e-5, atol=1e-5)
+
+
+def test_overlap_add_weights_patches(src):
+    starts = torch.tensor([[0, 0, 0], [0, 0, 4]])
+    patches = torch.stack([torch.full((5, 1, 8, 8), 1.0), torch.full((5, 1, 8, 8), 3.0)])
+    out = stitch(patches, starts, src, mask_land=False)["ssh"].values
+    assert out.shape == (5, 21, 26)
+    assert out[0, 4, 2] == 1.0 and out[0, 4, 10] == 3.0
+    mid = out[2, 4, 4:8]
+    assert np.all((mid > 1.0) & (mid < 3.0)) and np.all(np.diff(mid) > 0)  # taper blends
+    assert np.isnan(out[0, 12, 0])  # no patch reached it
+    w = taper((5, 8, 8))
+    assert w[2, 3, 3] > w[0, 0, 0] > 0
+
+
+def test_stitch_errors(src):
+    with pytest.raises(DataError, match="falls outside the output"):
+        stitch(np.zeros((1, 5, 1, 8, 8)), np.array([[0, 20, 0]]), src)
+    with pytest.raises(DataError, match="expected \\(N, T, C, H, W\\) and \\(N, 3\\)"):
+        stitch(np.zeros((2, 5, 8, 8)), np.zeros((2, 3)), src)
+    with pytest.raises(DataError, match="2 channel\\(s\\) in the patches but 1 names"):
+        stitch(np.zeros((1, 5, 2, 8, 8)), np.zeros((1, 3)), src)
+    with pytest.raises(DataError, match="taper='cosine'"):
+        stitch(np.zeros((1, 5, 1, 8, 8)), np.zeros((1, 3)), src, kind="cosine")
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
+def test_streamed_stitching_matches_in_memory(tmp_path, src, suffix):
+    stats = compute_stats(src.dataset(), ["ssh"])
+    ds = PatchDataset(src, SIZE, STRIDE, normalizer=stats)
+    path = tmp_path / f"pred{suffix}"
+    with StitchWriter(path, src, (5, 8, 8), normalizer=stats) as writer:
+        for b in make_loader(ds, batch_size=12):
+            assert not path.exists()  # appears only when complete
+            writer.add(b.target, b.starts)
+    assert writer.peak_slab_bytes < 3 * 12 * 21 * 26 * 8  # a few time steps, not 17
+    got = open_dataset(path)["ssh"]
+    np.testing.assert_allclose(got.values, src.dataset()["ssh"].values, rtol=1e-5, atol=1e-5)
+    assert got.attrs["units"] == "m"
+    np.testing.assert_array_equal(got["time"].values, src.times)
+
+
+def test_streamed_stitching_refuses_time_going_back(tmp_path, src):
+    writer = StitchWriter(tmp_path / "p.zarr", src, (5, 8, 8))
+    writer.add(np.zeros((1, 5, 1, 8, 8)), np.array([[6, 0, 0]]))
+    with pytest.raises(DataError, match="non-decreasing time order"):
+        writer.add(np.zeros((1, 5, 1, 8, 8)), np.array([[0, 0, 0]]))
+    with pytest.raises(DataError, match="expected a .zarr or .nc path"):
+        StitchWriter(tmp_path / "p.txt", src, (5, 8, 8))
+
+
+def test_failed_stream_leaves_nothing(tmp_path, src):
+    path = tmp_path / "p.zarr"
+    with pytest.raises(RuntimeError), StitchWriter(path, src, (5, 8, 8)) as w:
+        w.add(np.zeros((1, 5, 1, 8, 8)), np.array([[0, 0, 0]]))
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
