@@ -58,7 +58,8 @@ class PaddedConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.padding == "circular" and self.pad:
-            x = F.pad(x, (self.pad,) * 4, mode="circular")
+            pad = (self.pad,) * 4 + ((0, 0) if x.ndim == 5 else ())  # never wrap time
+            x = F.pad(x, pad, mode="circular")
         return self.conv(x)
 
 
