@@ -108,6 +108,23 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from geodl.tasks.simulate import SIMULATE_CLI_OPTIONS, cli_options, simulate_to_file
+
+    out = simulate_to_file(args.system, args.out, **cli_options(args, SIMULATE_CLI_OPTIONS))
+    print(f"[geodl] wrote {out}")
+    return 0
+
+
+def _cmd_observe(args: argparse.Namespace) -> int:
+    from geodl.tasks.simulate import OBSERVE_CLI_OPTIONS, cli_options, observe_to_file
+
+    opts = cli_options(args, OBSERVE_CLI_OPTIONS)
+    out = observe_to_file(args.kind, args.truth, args.variable, args.out, **opts)
+    print(f"[geodl] wrote {out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -193,6 +210,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-workers", type=int, help="run on a LocalCluster of N workers")
     p.add_argument("--scheduler", help="run on an existing Dask scheduler (address)")
     p.set_defaults(func=_cmd_convert)
+
+    from geodl.tasks.simulate import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS
+
+    p = sub.add_parser("simulate", parents=[common], help="run an embedded simulator to a file")
+    p.add_argument("system", choices=("lorenz63", "lorenz96", "qg"))
+    p.add_argument("--out", required=True, help="output file, *.nc or *.zarr")
+    for flag, kind, text in SIMULATE_CLI_OPTIONS:
+        p.add_argument(flag, type=kind, help=text)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("observe", parents=[common], help="observe a simulated field (OSSE)")
+    p.add_argument("kind", choices=("nadir", "swath", "clouds"))
+    p.add_argument("--truth", required=True, help="NetCDF/Zarr file with the true field")
+    p.add_argument("--variable", required=True, help="variable (time, y, x) to observe")
+    p.add_argument("--out", required=True, help="output file, *.nc or *.zarr")
+    for flag, kind, text in OBSERVE_CLI_OPTIONS:
+        p.add_argument(flag, type=kind, help=text)
+    p.set_defaults(func=_cmd_observe)
     return parser
 
 

@@ -337,6 +337,16 @@ class QGModel:
                 self._check_cfl(state)
                 yield state
 
+    def advance(self, state: QGState, n_steps: int, *, check_every: int = 240) -> QGState:
+        """``state`` after ``n_steps`` steps (spin-up); the CFL is checked every ``check_every``."""
+        if n_steps < 0:
+            raise UserInputError(f"qg needs n_steps >= 0, got {n_steps}")
+        for i in range(1, n_steps + 1):
+            state = self.step(state)
+            if i % check_every == 0 or i == n_steps:
+                self._check_cfl(state)
+        return state
+
     def run(
         self, q0: Tensor, n_steps: int, every: int = 1, *, include_start: bool = True
     ) -> Tensor:
