@@ -65,8 +65,8 @@ def _cmd_config_validate(args: argparse.Namespace) -> int:
 def _cmd_stages(args: argparse.Namespace) -> int:
     from geodl.tasks import load_config
 
-    _, experiment = load_config(args.config, args.set)
-    for stage in experiment.stages:
+    cfg, experiment = load_config(args.config, args.set)
+    for stage in experiment.resolve(cfg).stages:
         print(stage.name if not args.long else f"{stage.name}\t{','.join(stage.needs) or '-'}")
     return 0
 

@@ -50,6 +50,7 @@ class StageContext:
     work_dir: Path
     outputs: tuple[str, ...]
     readable: frozenset[str]
+    key: str = ""
     log: logging.Logger = field(default_factory=lambda: log)
 
     def output(self, name: str) -> Path:
@@ -99,11 +100,22 @@ class Stage:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A task's schema and ordered stages."""
+    """A task's schema and ordered stages.
+
+    ``stage_factory``, when given, builds the stages from the config (e.g. one training stage per
+    learned method listed in it); :meth:`resolve` returns the experiment with those stages.
+    """
 
     task: str
     schema: type[BaseModel]
-    stages: tuple[Stage, ...]
+    stages: tuple[Stage, ...] = ()
+    stage_factory: Callable[[Any], tuple[Stage, ...]] | None = None
+
+    def resolve(self, cfg: BaseModel) -> Experiment:
+        """This experiment with its stages for ``cfg``."""
+        if self.stage_factory is None:
+            return self
+        return Experiment(task=self.task, schema=self.schema, stages=self.stage_factory(cfg))
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -303,6 +315,7 @@ def run_experiment(
     echo : where progress lines go.
     """
     run_dir = Path(run_dir)
+    experiment = experiment.resolve(cfg)
     force = list(force)
     for name in force:
         experiment.stage(name)  # validates the name
@@ -409,6 +422,7 @@ def _run_stage(
         work_dir=work_dir,
         outputs=stage.outputs,
         readable=readable,
+        key=key,
     )
     echo(f"[geodl] {stage.name}: running")
     log.info("stage %s started, key %s", stage.name, key)

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Submit every stage of an experiment as a chain of SLURM jobs (afterok dependencies).
-# Stages named in GPU_STAGES (default: train) go to gpu.sbatch, the others to cpu.sbatch.
+# Stages matching a pattern of GPU_STAGES (default: "train train_*") go to gpu.sbatch, the others
+# to cpu.sbatch.
 # Usage: pipelines/slurm/submit.sh CONFIG RUN_DIR [--set key=value ...]
 # Dry run (print the sbatch commands): SBATCH="echo sbatch" pipelines/slurm/submit.sh ...
 set -euo pipefail
+set -f  # GPU_STAGES holds glob patterns: never expand them against files
 here=$(cd "$(dirname "$0")" && pwd)
 config=${1:?usage: submit.sh CONFIG RUN_DIR [--set ...]}
 run_dir=${2:?usage: submit.sh CONFIG RUN_DIR [--set ...]}
 shift 2
 sbatch_cmd=${SBATCH:-sbatch}
-gpu_stages=" ${GPU_STAGES:-train} "
+gpu_stages=${GPU_STAGES:-train train_*}
 dep=()
 last=""
 for stage in $(geodl stages "$config" "$@"); do
   script=$here/cpu.sbatch
-  [[ $gpu_stages == *" $stage "* ]] && script=$here/gpu.sbatch
+  for pattern in $gpu_stages; do
+    # shellcheck disable=SC2053  # the pattern is meant to glob
+    [[ $stage == $pattern ]] && script=$here/gpu.sbatch
+  done
   out=$($sbatch_cmd --parsable "${dep[@]}" --job-name="geodl-$stage" "$script" \
         "$stage" "$config" "$run_dir" "$@")
   echo "$stage: $out"
