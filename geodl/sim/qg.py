@@ -232,8 +232,11 @@ class QGModel:
         self._il = (1j * ll).to(cdtype)
         self._wv2 = wv2.to(dtype)
         self._drag = torch.stack((torch.zeros_like(wv2), p.rek * wv2)).to(dtype)  # (2, y, x//2+1)
-        qy = torch.tensor([p.beta + p.F1 * (p.U1 - p.U2), p.beta - p.F2 * (p.U1 - p.U2)])
-        u_bg = torch.tensor([p.U1, p.U2])
+        # float64 on purpose: torch.tensor would default to float32 and round beta and Qy.
+        qy = torch.tensor(
+            [p.beta + p.F1 * (p.U1 - p.U2), p.beta - p.F2 * (p.U1 - p.U2)], dtype=torch.float64
+        )
+        u_bg = torch.tensor([p.U1, p.U2], dtype=torch.float64)
         # Linear operator per layer: -ik U q - ik Qy psi (background advection, beta).
         self._lin_q = (-(u_bg[:, None, None]) * 1j * kk).to(cdtype)  # (2, y, x//2+1)
         self._lin_psi = (-(qy[:, None, None]) * 1j * kk).to(cdtype)

@@ -166,3 +166,17 @@ def test_bad_state_shape_and_counts():
         m.run(m.initial_pv(), 2, every=0)
     with pytest.raises(UserInputError, match="batch must be >= 1"):
         m.initial_pv(0)
+
+
+def test_linear_tendency_is_exact_in_float64():
+    # A barotropic wave feels only beta: dq/dt = -beta dpsi/dx, to round-off (catches parameters
+    # rounded to float32 on the way in, which shift omega by ~1e-8).
+    m = QGModel(nx=16, U1=0.0, U2=0.0, rek=0.0)
+    p = m.params
+    x = torch.arange(p.nx, dtype=torch.float64) * p.dx
+    k, l_ = 2 * math.pi * 3 / p.L, 2 * math.pi * 1 / p.L
+    psi = torch.cos(k * x[None, :] + l_ * x[:, None]).expand(1, 2, -1, -1)
+    q = -(k**2 + l_**2) * psi
+    dq = m.to_physical(m.tendency(m.to_spectral(q)))
+    expected = p.beta * k * torch.sin(k * x[None, :] + l_ * x[:, None])
+    torch.testing.assert_close(dq[0, 0], expected, rtol=0, atol=1e-13 * expected.abs().max())
