@@ -10,6 +10,16 @@ import torch
 from geodl import losses as L
 from geodl.errors import UserInputError
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 POINTWISE = [L.mse, L.mae, L.lp, L.huber, L.gradient_loss]
 
 

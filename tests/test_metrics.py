@@ -14,6 +14,16 @@ import xarray as xr
 from geodl import metrics as M
 from geodl.errors import DataError, UserInputError
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 KEYS = ["lambda_t", "lambda_x", "mu", "mu_std", "rmse"]
 STD_KEYS = sorted([*KEYS, "coverage_68", "coverage_95", "crps"])
 
