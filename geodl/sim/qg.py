@@ -400,6 +400,8 @@ class QGModel:
         """Small random PV ``(batch, 2, y, x)`` (white noise of std ``amplitude``), as in pyqg."""
         if batch < 1:
             raise UserInputError(f"qg batch must be >= 1, got {batch}")
+        if not (math.isfinite(amplitude) and amplitude > 0):
+            raise UserInputError(f"qg initial PV amplitude must be > 0, got {amplitude!r}")
         gen = torch.Generator().manual_seed(seed)
         q = amplitude * torch.randn(
             (batch, 2, self.nx, self.nx), generator=gen, dtype=torch.float64

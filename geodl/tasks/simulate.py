@@ -72,6 +72,7 @@ _QG_OPTIONS = {
     "device",
     "variables",
     "threads",
+    "initial_amplitude",
 }
 
 
@@ -156,7 +157,7 @@ def qg_dataset(
     preset: str = "eddy",
     nx: int = 64,
     days: float = 730.0,
-    spinup_days: float = 1460.0,
+    spinup_days: float = 1095.0,
     save_every_days: float = 1.0,
     members: int = 1,
     dt: float | None = None,
@@ -165,12 +166,14 @@ def qg_dataset(
     device: str = "cpu",
     variables: tuple[str, ...] = ("ssh", "psi", "q"),
     threads: int | None = None,
+    initial_amplitude: float = 1e-6,
 ) -> xr.Dataset:
     """Two-layer QG run as a dataset: ``ssh (time, y, x)``, ``psi``/``q (time, layer, y, x)``.
 
-    The model (:class:`geodl.sim.QGModel`, ``preset`` "eddy" or "jet") starts from small random
-    PV, is spun up for ``spinup_days`` (not saved; the eddy regime levels off after about 4 years
-    at nx=64), then saved every ``save_every_days`` for ``days``. ``dtype`` is the compute
+    The model (:class:`geodl.sim.QGModel`, ``preset`` "eddy" or "jet") starts from white-noise PV
+    of std ``initial_amplitude`` (s^-1), is spun up for ``spinup_days`` (not saved; from 1e-6 the
+    eddy regime's KE levels off after about 3 years at nx=64, see BENCHMARKS.md; the jet regime
+    takes longer), then saved every ``save_every_days`` for ``days``. ``dtype`` is the compute
     precision; files hold float32. With ``members > 1`` each member
     starts from its own noise and every variable gets a leading ``member`` dimension. On CPU,
     ``threads`` defaults to 1 for nx <= 128 (small FFTs are fastest on one thread).
@@ -204,7 +207,7 @@ def qg_dataset(
     if threads is None and model.device.type == "cpu" and nx <= 128:
         threads = 1
     with _torch_threads(threads), torch.no_grad():
-        state = model.start(model.initial_pv(members, seed=seed))
+        state = model.start(model.initial_pv(members, seed=seed, amplitude=initial_amplitude))
         state = model.advance(state, n_spin)
         snaps = [model.to_physical(s.qh) for s in model.trajectory(state, n_saved * every, every)]
         q = torch.stack(snaps, 1)  # (member, time, layer, y, x)
@@ -260,6 +263,7 @@ def qg_dataset(
         "save_every_days": save_every_days,
         "members": members,
         "seed": seed,
+        "initial_amplitude": initial_amplitude,
         "dtype": str(_dtype(dtype)),
     }
     return xr.Dataset(
@@ -481,7 +485,8 @@ SIMULATE_CLI_OPTIONS: tuple[tuple[str, Any, str], ...] = (
     ("--preset", str, "qg: parameter set, eddy (default) or jet"),
     ("--nx", int, "qg: grid points per side (even, >= 8; default 64)"),
     ("--days", float, "qg: days saved after the spin-up (default 730)"),
-    ("--spinup-days", float, "qg: days discarded first (default 1460)"),
+    ("--spinup-days", float, "qg: days discarded first (default 1095)"),
+    ("--initial-amplitude", float, "qg: std of the initial PV noise in s-1 (default 1e-6)"),
     ("--save-every-days", float, "qg: output interval in days (default 1)"),
     ("--members", int, "qg: ensemble members (default 1)"),
     ("--dt", float, "time step (qg: s, default 3600; lorenz: model units, default 0.01)"),

@@ -166,6 +166,8 @@ def test_bad_state_shape_and_counts():
         m.run(m.initial_pv(), 2, every=0)
     with pytest.raises(UserInputError, match="batch must be >= 1"):
         m.initial_pv(0)
+    with pytest.raises(UserInputError, match="amplitude must be > 0"):
+        m.initial_pv(1, amplitude=-1.0)
 
 
 def test_linear_tendency_is_exact_in_float64():
