@@ -21,6 +21,7 @@ Design decisions
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,8 @@ from geodl.data.splits import Split
 from geodl.errors import DataError
 
 __all__ = ["ChunkCache", "PatchDataset", "PatchStream", "make_loader"]
+
+log = logging.getLogger("geodl.data")
 
 Block = tuple[np.ndarray, np.ndarray]  # (values normalised with 0 where missing, finite mask)
 
@@ -121,6 +124,7 @@ class _PatchReader:
         normalizer: Normalizer | Mapping[str, Any] | None,
         max_land_fraction: float | None,
         cache_bytes: int,
+        block_bytes: int = 16 * 2**20,
     ) -> None:
         self.source = source
         size = _roles(source, size, "size")
@@ -164,11 +168,66 @@ class _PatchReader:
             )
         self.size = self.index.size
         self.cache = ChunkCache(cache_bytes)
+        self._plan_blocks(int(cache_bytes), int(block_bytes))
         self._static: np.ndarray | None = None
+
+    # --- read plan --------------------------------------------------------------------------
+    def _working_set(self, g: int, tile: int) -> int:
+        """Bytes of the blocks one group of ``tile x tile`` spatial blocks touches (all vars)."""
+        T, H, W = self.size["time"], self.size["y"], self.size["x"]
+        total = 0
+        for name in self._dynamic:
+            ct, cy, cx = self.source.chunks[name]
+            bt = min(ct * g, self.source.shape["time"])
+            span_t = 1 + -(-(T - 1) // bt)
+            span_y = min(tile + -(-(H - 1) // cy), -(-self.source.shape["y"] // cy))
+            span_x = min(tile + -(-(W - 1) // cx), -(-self.source.shape["x"] // cx))
+            total += span_t * span_y * span_x * bt * cy * cx * 5  # float32 values + bool mask
+        return total
+
+    def _plan_blocks(self, cache_bytes: int, block_bytes: int) -> None:
+        """Choose read blocks (storage chunks grown along time) and spatial tiles of groups.
+
+        Blocks grow along time up to ``block_bytes`` while twice the working set of a group
+        (the shuffle buffer straddles two groups) fits in the cache; then groups take as many
+        spatial blocks (``tile x tile``) as still fit, so neighbouring patches share decoded
+        blocks.
+        """
+        self._dynamic = [*self.source.target, *self.source.inputs, *self.source.obs]
+        first = self.source.chunks[self.source.target[0]]
+        step = 5 * first[1] * first[2]
+        g = 1
+        while (
+            first[0] * (g + 1) <= self.source.shape["time"]
+            and step * first[0] * (g + 1) <= block_bytes
+            and 2 * self._working_set(g + 1, 1) <= cache_bytes
+        ):
+            g += 1
+        n_tiles = max(
+            -(-self.source.shape["y"] // first[1]), -(-self.source.shape["x"] // first[2])
+        )
+        tile = 1
+        while tile < n_tiles and 2 * self._working_set(g, tile + 1) <= cache_bytes:
+            tile += 1
+        self.block = {
+            n: (min(self.source.chunks[n][0] * g, self.source.shape["time"]),
+                *self.source.chunks[n][1:])
+            for n in self._dynamic
+        }  # fmt: skip
+        self.tile = tile
+        self.working_set_bytes = self._working_set(g, tile)
+        if 2 * self._working_set(1, 1) > cache_bytes:
+            log.warning(
+                "cache budget %.0f MB is below twice the working set of one patch group "
+                "(%.0f MB): blocks will be decoded several times; raise cache_bytes or rechunk "
+                "with smaller chunks (geodl convert)",
+                cache_bytes / 2**20,
+                self._working_set(1, 1) / 2**20,
+            )
 
     # --- blocks -----------------------------------------------------------------------------
     def _load(self, name: str, key: tuple[int, int, int]) -> Block:
-        bt, by, bx = self.source.block[name]
+        bt, by, bx = self.block[name]
         t0, y0, x0 = key[0] * bt, key[1] * by, key[2] * bx
         shape = self.source.shape
         ys = slice(y0, min(y0 + by, shape["y"]))
@@ -183,7 +242,7 @@ class _PatchReader:
     def _fill(self, name: str, starts: np.ndarray, out_v: np.ndarray, out_m: np.ndarray) -> None:
         """Copy patches of ``name`` starting at ``starts`` (N, 3) into ``out_v/out_m`` (N, T, H, W)."""
         T, H, W = self.size["time"], self.size["y"], self.size["x"]
-        bt, by, bx = self.source.block[name]
+        bt, by, bx = self.block[name]
         get = self.cache.get
         for n, (t0, y0, x0) in enumerate(starts.tolist()):
             for kt in range(t0 // bt, (t0 + T - 1) // bt + 1):
@@ -263,25 +322,30 @@ class _PatchReader:
         )
 
     # --- read plan --------------------------------------------------------------------------
-    def groups(self) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+    def groups(self) -> tuple[list[tuple[int, int]], list[np.ndarray], np.ndarray]:
         """Patches grouped by the block holding their first point.
 
-        Returns time runs ``(it_lo, it_hi)`` of time positions and arrays of kept spatial
-        positions; a group is one (run, spatial array) pair, ``len(run) * len(array)`` patches.
+        Returns time runs ``(it_lo, it_hi)`` of time positions, arrays of kept spatial positions
+        (one per spatial block), and the spatial tile of each of those arrays. A group is one
+        (run, spatial array) pair, ``len(run) * len(array)`` patches; groups of one run and one
+        tile share most of their blocks.
         """
-        bt, by, bx = self.source.block[self.source.target[0]]
+        bt, by, bx = self.block[self.source.target[0]]
         gt = self.index.t_starts // bt
         cuts = np.flatnonzero(np.diff(gt)) + 1
         bounds = np.concatenate([[0], cuts, [gt.size]])
         runs = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         isp = np.arange(self.index.n_spatial)
         ys, xs = self.index.spatial_starts(isp)
-        key = (ys // by) * (self.source.shape["x"] // bx + 1) + xs // bx
+        ky, kx = ys // by, xs // bx
+        width = self.source.shape["x"] // bx + 1
+        key = ky * width + kx
         order = np.argsort(key, kind="stable")
-        skey = key[order]
-        split_at = np.flatnonzero(np.diff(skey)) + 1
+        split_at = np.flatnonzero(np.diff(key[order])) + 1
         spatial = np.split(order, split_at)
-        return runs, spatial
+        first = order[np.concatenate([[0], split_at])].astype(np.int64)
+        tiles = (ky[first] // self.tile) * (width // self.tile + 1) + kx[first] // self.tile
+        return runs, spatial, tiles
 
 
 class PatchDataset(Dataset):
@@ -307,6 +371,9 @@ class PatchDataset(Dataset):
         Skip patches with more land than this; counted in ``index.report``.
     cache_bytes : int
         Byte budget of the decoded-block cache (per worker).
+    block_bytes : int
+        Largest read block: storage chunks are grouped along time up to this size, as long as
+        the blocks a group of patches needs fit in the cache (a warning says when they do not).
 
     Examples
     --------
@@ -327,9 +394,10 @@ class PatchDataset(Dataset):
         normalizer: Normalizer | Mapping[str, Any] | None = None,
         max_land_fraction: float | None = None,
         cache_bytes: int = 256 * 2**20,
+        block_bytes: int = 16 * 2**20,
     ) -> None:
         self.reader = _PatchReader(
-            source, size, stride, split, normalizer, max_land_fraction, cache_bytes
+            source, size, stride, split, normalizer, max_land_fraction, cache_bytes, block_bytes
         )
 
     @property
@@ -398,13 +466,14 @@ class PatchStream(IterableDataset):
         world_size: int = 1,
         drop_last: bool = False,
         cache_bytes: int = 256 * 2**20,
+        block_bytes: int = 16 * 2**20,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size={batch_size}; expected >= 1")
         if not 0 <= rank < world_size:
             raise DataError(f"rank={rank} with world_size={world_size}; need 0 <= rank < world")
         self.reader = _PatchReader(
-            source, size, stride, split, normalizer, max_land_fraction, cache_bytes
+            source, size, stride, split, normalizer, max_land_fraction, cache_bytes, block_bytes
         )
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -437,18 +506,26 @@ class PatchStream(IterableDataset):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _epoch_groups(self, rng: np.random.Generator) -> list[tuple[int, int, int]]:
-        runs, spatial = self._groups
-        groups = [(r, s) for r in range(len(runs)) for s in range(len(spatial))]
+        """``(run, spatial group, count)`` in epoch order: units of (run, tile) in random order,
+        groups in random order inside a unit (block shuffling)."""
+        runs, spatial, tiles = self._groups
+        units: dict[tuple[int, int], list[int]] = {}
+        for s, tile in enumerate(tiles.tolist()):
+            units.setdefault(tile, []).append(s)
+        keys = [(r, t) for r in range(len(runs)) for t in units]
         if self.shuffle:
-            groups = [groups[i] for i in rng.permutation(len(groups))]
+            keys = [keys[i] for i in rng.permutation(len(keys))]
         out = []
-        for r, s in groups:
+        for r, t in keys:
+            members = units[t]
+            if self.shuffle:
+                members = [members[i] for i in rng.permutation(len(members))]
             lo, hi = runs[r]
-            out.append((r, s, (hi - lo) * spatial[s].size))
+            out.extend((r, s, (hi - lo) * spatial[s].size) for s in members)
         return out
 
     def _group_indices(self, r: int, s: int) -> np.ndarray:
-        runs, spatial = self._groups
+        runs, spatial, _ = self._groups
         lo, hi = runs[r]
         n_sp = self.reader.index.n_spatial
         return (np.arange(lo, hi)[:, None] * n_sp + spatial[s][None, :]).ravel()

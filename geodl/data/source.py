@@ -65,9 +65,6 @@ class GriddedSource:
         must match ``data`` exactly.
     require_regular : bool
         Refuse 1-D grid coordinates with uneven spacing (convolutions assume a regular grid).
-    block_bytes : int
-        Target size of one read block when the storage chunks are smaller (blocks are whole
-        storage chunks, grouped along time).
 
     Examples
     --------
@@ -88,7 +85,6 @@ class GriddedSource:
         land_mask: str | None = None,
         extra: PathLike | xr.Dataset | None = None,
         require_regular: bool = True,
-        block_bytes: int = 16 * 2**20,
     ) -> None:
         self.target = _names(target)
         self.inputs = _names(inputs)
@@ -132,8 +128,10 @@ class GriddedSource:
         self.attrs = {n: dict(handles[self._where[n]][n].attrs) for n in self._where}
         self.dataset_attrs = dict(main.attrs)
         self.dtype = {n: handles[self._where[n]][n].dtype for n in self._where}
-        self.block = {
-            n: self._block_shape(handles[self._where[n]][n], n in statics, block_bytes)
+        self.chunks = {
+            n: self._chunk_shape(
+                handles[self._where[n]][n], n in statics, self._where[n] in self._memory
+            )
             for n in self._where
         }
         self._handles: dict[str, xr.Dataset] | None = None
@@ -248,23 +246,23 @@ class GriddedSource:
                 keep[name] = c.load() if c.size <= 10_000_000 else c
         return xr.Dataset(coords=keep)
 
-    def _block_shape(self, da: xr.DataArray, static: bool, block_bytes: int) -> tuple[int, ...]:
-        """Read-block shape ``(t, y, x)`` (or ``(y, x)``): whole storage chunks, grown in time."""
+    def _chunk_shape(self, da: xr.DataArray, static: bool, in_memory: bool) -> tuple[int, ...]:
+        """Storage chunk shape in ``(t, y, x)`` (or ``(y, x)``) order: the unit of a read.
+
+        Files: their chunks (Zarr ``chunks``, NetCDF ``chunksizes``). Dask-backed data in memory:
+        its Dask chunks. Contiguous files and NumPy data: one time step, spatial tiles of 1024.
+        """
         order = (self.axes.y, self.axes.x) if static else self.dims
-        enc = da.encoding.get("chunks") or da.encoding.get("chunksizes")
-        if enc is not None and len(enc) == da.ndim:
-            by_dim = dict(zip(da.dims, enc, strict=True))
-        elif da.chunks is not None:
-            by_dim = {d: c[0] for d, c in zip(da.dims, da.chunks, strict=True)}
-        else:  # contiguous file or NumPy: one time step, spatial tiles of 1024
-            by_dim = {d: (1 if d == self.axes.time else min(1024, n)) for d, n in da.sizes.items()}
-        base = [min(int(by_dim[d]), da.sizes[d]) for d in order]
         if static:
             return tuple(da.sizes[d] for d in order)  # statics are read once, whole
-        step_bytes = 4 * base[1] * base[2]
-        grow = max(1, block_bytes // max(1, step_bytes * base[0]))
-        base[0] = min(self.shape["time"], base[0] * grow)
-        return tuple(base)
+        enc = None if in_memory else da.encoding.get("chunks") or da.encoding.get("chunksizes")
+        if enc is not None and len(enc) == da.ndim:
+            by_dim = dict(zip(da.dims, enc, strict=True))
+        elif da.chunks is not None and (in_memory or "chunksizes" not in da.encoding):
+            by_dim = {d: c[0] for d, c in zip(da.dims, da.chunks, strict=True)}
+        else:
+            by_dim = {d: (1 if d == self.axes.time else min(1024, n)) for d, n in da.sizes.items()}
+        return tuple(min(int(by_dim[d]), da.sizes[d]) for d in order)
 
     @property
     def times(self) -> np.ndarray:
@@ -375,8 +373,8 @@ class GriddedSource:
             ("static", self.static),
         ):
             for name in names:
-                block = "x".join(map(str, self.block[name]))
-                lines.append(f"{role}: {name} {self.dtype[name]}, read blocks {block}")
+                chunk = "x".join(map(str, self.chunks[name]))
+                lines.append(f"{role}: {name} {self.dtype[name]}, storage chunks {chunk}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -57,35 +57,73 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _check_bounds(
+    starts: np.ndarray, patch: Sequence[int], shape: Sequence[int], t_offset: int
+) -> np.ndarray:
+    """Starts relative to the output; a DataError names the first patch that falls outside."""
+    local = starts - np.array([t_offset, 0, 0])
+    bad = (local < 0).any(axis=1) | (local + np.array(patch) > np.array(shape)).any(axis=1)
+    if bad.any():
+        t0, y0, x0 = starts[int(np.flatnonzero(bad)[0])].tolist()
+        (T, H, W), (nt, ny, nx) = patch, shape
+        raise DataError(
+            f"stitch: patch at (t={t0}, y={y0}, x={x0}) of size ({T}, {H}, {W}) "
+            f"falls outside the output ({nt} x {ny} x {nx} from t={t_offset})"
+        )
+    return local
+
+
 def overlap_add(
     patches: Any,
     starts: Any,
     acc: np.ndarray,
-    wsum: np.ndarray,
+    wsum: np.ndarray | None,
     weights: np.ndarray,
     *,
     t_offset: int = 0,
 ) -> None:
     """Add ``weights * patches`` (N, T, C, H, W) into ``acc`` (nt, C, ny, nx), ``weights`` into
-    ``wsum`` (nt, ny, nx), at ``starts`` (N, 3) ``(t, y, x)`` minus ``t_offset`` in time."""
+    ``wsum`` (nt, ny, nx, skipped when None), at ``starts`` (N, 3) ``(t, y, x)`` minus
+    ``t_offset`` in time."""
     patches, starts = _as_numpy(patches), _as_numpy(starts).astype(np.int64)
     if patches.ndim != 5 or starts.shape != (patches.shape[0], 3):
         raise DataError(
             f"stitch: patches of shape {patches.shape} and starts of shape {starts.shape}; "
             "expected (N, T, C, H, W) and (N, 3)"
         )
-    _, T, _, H, W = patches.shape
+    _, T, C, H, W = patches.shape
     nt, _, ny, nx = acc.shape
+    local = _check_bounds(starts, (T, H, W), (nt, ny, nx), t_offset)
     w4 = weights[:, None]  # (T, 1, H, W) broadcast over channels
-    for p, (t0, y0, x0) in zip(patches, starts.tolist(), strict=True):
-        t0 -= t_offset
-        if t0 < 0 or y0 < 0 or x0 < 0 or t0 + T > nt or y0 + H > ny or x0 + W > nx:
-            raise DataError(
-                f"stitch: patch at (t={t0 + t_offset}, y={y0}, x={x0}) of size ({T}, {H}, {W}) "
-                f"falls outside the output ({nt} x {ny} x {nx} from t={t_offset})"
-            )
-        acc[t0 : t0 + T, :, y0 : y0 + H, x0 : x0 + W] += p * w4
-        wsum[t0 : t0 + T, y0 : y0 + H, x0 : x0 + W] += weights
+    # One reused buffer: a fresh temporary per patch costs page faults that dominate the adds.
+    tmp = np.empty((T, C, H, W), dtype=acc.dtype)
+    for p, (t0, y0, x0) in zip(patches, local.tolist(), strict=True):
+        np.multiply(p, w4, out=tmp)
+        region = acc[t0 : t0 + T, :, y0 : y0 + H, x0 : x0 + W]
+        np.add(region, tmp, out=region)
+        if wsum is not None:
+            wregion = wsum[t0 : t0 + T, y0 : y0 + H, x0 : x0 + W]
+            np.add(wregion, weights, out=wregion)
+
+
+def _grid_weight_sum(
+    starts: np.ndarray, shape: Sequence[int], patch: Sequence[int], kind: Taper, t_offset: int
+) -> np.ndarray | None:
+    """``sum(w)`` as an outer product of 1-D sums when the starts form a full (t, y, x) grid, as
+    an unfiltered patch index does; None otherwise. Saves a third of the memory traffic."""
+    axes = [np.unique(starts[:, k]) for k in range(3)]
+    if np.prod([a.size for a in axes]) != len(starts):
+        return None
+    if np.unique(starts, axis=0).shape[0] != len(starts):
+        return None
+    sums = []
+    for k, (a, n, size) in enumerate(zip(axes, shape, patch, strict=True)):
+        line = np.zeros(n)
+        w = _window(size, kind)
+        for start in (a - (t_offset if k == 0 else 0)).tolist():
+            line[start : start + size] += w
+        sums.append(line)
+    return sums[0][:, None, None] * sums[1][None, :, None] * sums[2][None, None, :]
 
 
 def _finish(acc: np.ndarray, wsum: np.ndarray, land: np.ndarray | None) -> np.ndarray:
@@ -137,6 +175,7 @@ def stitch(
     kind: Taper = "hann",
     normalizer: Normalizer | Mapping[str, Any] | None = None,
     mask_land: bool = True,
+    dtype: str = "float64",
 ) -> xr.Dataset:
     """Overlap-add patches into a dataset on the source grid, over the time range they cover.
 
@@ -156,6 +195,10 @@ def stitch(
         Undo this normalisation on the output.
     mask_land : bool
         NaN on land in the output.
+    dtype : {"float64", "float32"}
+        Accumulator precision. ``float64`` (default) gives back float32 patches cut from a field
+        bit for bit; ``float32`` is about 3x faster and halves the memory, with errors of a few
+        float32 ulps.
 
     Returns
     -------
@@ -188,9 +231,15 @@ def stitch(
     names = _names(source, names, C)
     t0 = int(starts[:, 0].min())
     t1 = int(starts[:, 0].max()) + T
-    acc = np.zeros((t1 - t0, C, source.shape["y"], source.shape["x"]))
-    wsum = np.zeros((t1 - t0, source.shape["y"], source.shape["x"]))
-    overlap_add(patches, starts, acc, wsum, taper((T, H, W), kind), t_offset=t0)
+    shape = (t1 - t0, source.shape["y"], source.shape["x"])
+    _check_bounds(starts, (T, H, W), shape, t0)
+    acc = np.zeros((shape[0], C, *shape[1:]), dtype=dtype)
+    wsum = _grid_weight_sum(starts, shape, (T, H, W), kind, t0)
+    grid = wsum is not None
+    if not grid:
+        wsum = np.zeros(shape, dtype=dtype)
+    weights = taper((T, H, W), kind).astype(dtype)
+    overlap_add(patches, starts, acc, None if grid else wsum, weights, t_offset=t0)
     land = source.land() if mask_land else None
     return _to_dataset(source, names, _finish(acc, wsum, land), t0, normalizer)
 

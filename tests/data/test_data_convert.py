@@ -76,6 +76,6 @@ def test_cli_convert_and_info(tmp_path, nc_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["info", str(out), "--target", "ssh", "--static", "land_mask"]) == 0
     text = capsys.readouterr().out
-    assert "target: ssh float32, read blocks 20x8x24" in text and "land: 6.2%" in text
+    assert "target: ssh float32, storage chunks 5x8x24" in text and "land: 6.2%" in text
     assert main(["info", str(out), "--target", "sla"]) == 2
     assert "available variables" in capsys.readouterr().err

@@ -73,11 +73,12 @@ def test_separate_obs_variable(field):
 def test_each_chunk_is_read_once_in_stream_order(tmp_path):
     ds = make_field(nt=24, ny=16, nx=16, land=False)
     store = write_zarr(ds, tmp_path / "f.zarr", chunks={"time": 6, "lat": 16, "lon": 16})
-    src = GriddedSource(store, "ssh", block_bytes=1)  # blocks = storage chunks
-    assert src.block["ssh"] == (6, 16, 16)
+    src = GriddedSource(store, "ssh")
+    assert src.chunks["ssh"] == (6, 16, 16)
     stream = PatchStream(src, {"time": 3, "y": 8, "x": 8}, {"time": 1, "y": 4, "x": 4},
                          batch_size=8, shuffle=True, shuffle_buffer=16,
-                         cache_bytes=3 * 6 * 16 * 16 * 5)  # fmt: skip
+                         cache_bytes=4 * 6 * 16 * 16 * 5, block_bytes=1)  # fmt: skip
+    assert stream.reader.block["ssh"] == (6, 16, 16)  # blocks = storage chunks
     seen = np.concatenate([b.starts.numpy() for b in stream])
     assert len(seen) == len(stream.index)
     assert len({tuple(r) for r in seen.tolist()}) == len(stream.index)  # each patch once
@@ -87,9 +88,9 @@ def test_each_chunk_is_read_once_in_stream_order(tmp_path):
 def test_random_order_over_chunks_reads_more():
     """The counterfactual of the test above: random access defeats a small cache."""
     ds = make_field(nt=24, ny=16, nx=16, land=False).chunk({"time": 6})
-    src = GriddedSource(ds, "ssh", block_bytes=1)
+    src = GriddedSource(ds, "ssh")
     pd_ = PatchDataset(src, {"time": 3, "y": 8, "x": 8}, {"time": 1, "y": 4, "x": 4},
-                       cache_bytes=6 * 16 * 16 * 5)  # fmt: skip
+                       cache_bytes=6 * 16 * 16 * 5, block_bytes=1)  # fmt: skip
     for i in np.random.default_rng(0).permutation(len(pd_)):
         pd_[int(i)]
     assert pd_.reader.cache.misses > 20
