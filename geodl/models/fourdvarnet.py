@@ -162,10 +162,13 @@ class FourDVarNet(nn.Module):
         y, m = masked_input(obs, obs_mask, "FourDVarNet.forward")  # (B, T, C, H, W)
         shape = y.shape
         b, _, _, h, w = shape
-        y = y.reshape(b, -1, h, w).detach()  # (B, T*C, H, W)
-        m = m.reshape(b, -1, h, w)
         keep_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
+        # inference_mode (Lightning's default for validation and prediction) forbids autograd even
+        # under enable_grad; leave it, and clone the inputs out of it (inference tensors cannot be
+        # saved for backward).
+        with torch.inference_mode(False), torch.enable_grad():
+            y = y.reshape(b, -1, h, w).detach().clone()  # (B, T*C, H, W)
+            m = m.reshape(b, -1, h, w).clone()
             state = y.clone().requires_grad_(True)
             lstm_state = self.lstm.init_state(state)
             norm = None

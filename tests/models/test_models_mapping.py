@@ -175,3 +175,16 @@ def test_fourdvarnet_solver_reduces_the_cost_from_the_first_guess():
         before = net.cost(y, y, m)
         after = net.cost(out.reshape(2, 2, 8, 8), y, m)
     assert (after < before).all()
+
+
+def test_fourdvarnet_works_under_inference_mode():
+    # Lightning validates and predicts under torch.inference_mode() by default.
+    torch.manual_seed(0)
+    net = FourDVarNet(1, 2, n_iter=2, prior_hidden=4, lstm_hidden=4, variance=True).eval()
+    obs, mask = torch.randn(1, 2, 1, 8, 8), torch.ones(1, 2, 1, 8, 8)
+    with torch.no_grad():
+        ref = net(obs, mask)
+    with torch.inference_mode():
+        out = net(obs, mask)
+    torch.testing.assert_close(out.mean, ref.mean)
+    torch.testing.assert_close(out.log_var, ref.log_var)
