@@ -334,6 +334,10 @@ def psd_score(
     Ballarotta, M., et al. (2019). On the resolutions of ocean altimetry maps. Ocean Sci. 15.
     """
     p, t, _, valid = _prepare(prediction, truth, mask=mask, dx=dx, dt=dt, **dims)
+    return _psd_score(p, t, valid)
+
+
+def _psd_score(p: _Grid, t: _Grid, valid: np.ndarray) -> dict[str, np.ndarray]:
     if t.values.shape[1] < 4 or t.values.shape[3] < 4:
         raise DataError(
             f"psd_score: need at least 4 time steps and 4 x points, got {t.values.shape[1]} and "
@@ -615,7 +619,7 @@ def score(
     dims = {"time_dim": time_dim, "y_dim": y_dim, "x_dim": x_dim}
     p, t, s, valid = _prepare(prediction, truth, std=std, mask=mask, dx=dx, dt=dt, **dims)
     total_mu, mu_std = _mu(p, t, valid)
-    spectra = psd_score(prediction, truth, mask=mask, dx=dx, dt=dt, **dims)
+    spectra = _psd_score(p, t, valid)
     out = {
         "rmse": float(np.sqrt(np.mean((p.values - t.values)[valid] ** 2))),
         "mu": total_mu,

@@ -8,14 +8,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS
 
 from geodl.errors import UserInputError
 
 __all__ = ["METHODS", "NeuralODE", "rk4_odeint"]
 
 #: "rk4" is geodl's own fixed-step RK4; every other name is a torchdiffeq solver.
-METHODS = ("rk4", *sorted(m for m in SOLVERS if m != "rk4"))
+# torchdiffeq 0.2 solver names, listed here rather than read from its private _impl.
+TORCHDIFFEQ = (
+    "adaptive_heun", "bosh3", "dopri5", "dopri8", "euler", "explicit_adams", "fehlberg2",
+    "fixed_adams", "heun2", "heun3", "implicit_adams", "midpoint", "scipy_solver",
+)  # fmt: skip
+METHODS = ("rk4", *TORCHDIFFEQ)
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
