@@ -26,6 +26,8 @@ Design notes
   the autograd graph, so a short rollout is differentiable with respect to the initial state.
 - One ``irfft2`` (of ``u, v, q`` stacked) and one ``rfft2`` (of ``uq, vq`` stacked) per step: the
   per-step cost is dominated by these two calls, not by Python overhead, from ``nx = 64`` up.
+- On CPU the step is FFT-bound and runs at NumPy speed; on a shared machine use one torch thread
+  for nx <= 128 (two threads were 7x slower when the cores were busy; BENCHMARKS.md).
 - The 2/3 dealiasing rule is optional (off by default, as in pyqg, where the filter controls
   aliasing); with it on and the filter off the nonlinear term conserves energy and enstrophy.
 """

@@ -182,3 +182,20 @@ def test_linear_tendency_is_exact_in_float64():
     dq = m.to_physical(m.tendency(m.to_spectral(q)))
     expected = p.beta * k * torch.sin(k * x[None, :] + l_ * x[:, None])
     torch.testing.assert_close(dq[0, 0], expected, rtol=0, atol=1e-13 * expected.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("preset", "energy", "enstrophy", "q_35"),
+    [
+        ("eddy", 0.03606988622121353, 2.06519159567929e-11, 1.7943473533338274e-05),
+        ("jet", 0.055847467432865866, 2.2696190770073214e-11, 1.8810208753658702e-05),
+    ],
+)
+def test_golden_output(preset, energy, enstrophy, q_35):
+    # Values recorded from this implementation (2026-11-22, torch 2.13 CPU); rtol 1e-9 leaves room
+    # for FFT round-off across platforms but not for any change of the equations or parameters.
+    m = QGModel(preset, nx=16, dt=7200.0)
+    q = m.run(m.initial_pv(1, seed=0, amplitude=1e-5), 48, every=48)[:, -1]
+    assert m.energy(q).item() == pytest.approx(energy, rel=1e-9)
+    assert m.enstrophy(q).item() == pytest.approx(enstrophy, rel=1e-9)
+    assert q[0, 0, 3, 5].item() == pytest.approx(q_35, rel=1e-9)

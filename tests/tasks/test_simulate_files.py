@@ -92,6 +92,50 @@ def test_observe_writes_grid_and_point_table(qg_file, tmp_path, kind):
         np.testing.assert_allclose(grid[seen], truth.ssh.values[seen])
 
 
+def test_observe_reads_a_zarr_truth(tmp_path):
+    truth = tmp_path / "truth.zarr"
+    assert (
+        main(
+            [
+                "simulate",
+                "qg",
+                "--nx",
+                "16",
+                "--days",
+                "4",
+                "--spinup-days",
+                "1",
+                "--variables",
+                "ssh",
+                "--out",
+                str(truth),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "obs.zarr"
+    rc = main(
+        [
+            "observe",
+            "nadir",
+            "--truth",
+            str(truth),
+            "--variable",
+            "ssh",
+            "--out",
+            str(out),
+            "--noise-std",
+            "0",
+        ]
+    )
+    assert rc == 0
+    obs = xr.open_zarr(out, consolidated=False).load()
+    seen = np.isfinite(obs.ssh_obs.values)
+    np.testing.assert_allclose(
+        obs.ssh_obs.values[seen], xr.open_zarr(truth, consolidated=False).ssh.values[seen]
+    )
+
+
 def test_observe_transplants_masks_from_another_file(qg_file, tmp_path):
     donor = tmp_path / "donor.nc"
     assert (
