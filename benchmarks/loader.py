@@ -111,15 +111,16 @@ def phase_numpy(args) -> dict:
     arr = np.ascontiguousarray(src.dataset()[args.variable].values, dtype=np.float32)
     T, H, W = idx.size["time"], idx.size["y"], idx.size["x"]
     starts = idx.starts(_order(len(idx)))
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while n < len(starts) and time.perf_counter() - t0 < args.seconds:
         part = starts[n : n + args.batch_size]
         batch = np.stack([arr[t : t + T, y : y + H, x : x + W] for t, y, x in part.tolist()])
         torch.from_numpy(batch)
         n += len(part)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # The array itself is counted: it is what an in-memory loader holds.
-    return {"patches": n, "seconds": dt, "patches_per_s": n / dt, **mem.stop()}
+    return {"patches": n, "seconds": dt, "patches_per_s": n / dt, "patches_per_cpu_s": n / cpu,
+            **mem.stop()}  # fmt: skip
 
 
 def _run_geodl(args, data, *, workers: int) -> dict:
@@ -142,17 +143,18 @@ def _run_geodl(args, data, *, workers: int) -> dict:
     it = iter(loader)
     first = next(it)
     first_latency = time.perf_counter() - t_start
-    n, t0 = first.batch_size, time.perf_counter()
+    n, t0, c0 = first.batch_size, time.perf_counter(), time.process_time()
     for b in it:
         n += b.batch_size
         if time.perf_counter() - t0 > args.seconds:
             break
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     cache = stream.reader.cache
     out = {
         "patches": n,
         "seconds": dt,
         "patches_per_s": (n - first.batch_size) / dt,
+        "patches_per_cpu_s": (n - first.batch_size) / cpu if workers == 0 else None,
         "first_batch_s": first_latency,
         "block_shape": list(stream.reader.block[args.variable]),
         "group_tile": stream.reader.tile,
@@ -208,16 +210,17 @@ def phase_xbatcher(args) -> dict:
     it = iter(loader)
     first = next(it)
     first_latency = time.perf_counter() - t_start
-    n, t0 = first.shape[0], time.perf_counter()
+    n, t0, c0 = first.shape[0], time.perf_counter(), time.process_time()
     for b in it:
         n += b.shape[0]
         if time.perf_counter() - t0 > args.seconds:
             break
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "patches": n,
         "seconds": dt,
         "patches_per_s": (n - first.shape[0]) / dt,
+        "patches_per_cpu_s": (n - first.shape[0]) / cpu if args.workers == 0 else None,
         "first_batch_s": first_latency,
         "n_patches": len(gen),
         "generator_build_s": index_s,
@@ -418,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         ratios["geodl_store_vs_xbatcher_peak_mem"] = (
             r["geodl_store"]["peak_above_base_mb"] / r["xbatcher"]["peak_above_base_mb"]
+        )
+        if r["xbatcher"].get("patches_per_cpu_s") and r["geodl_store"].get("patches_per_cpu_s"):
+            ratios["geodl_store_vs_xbatcher_cpu"] = (
+                r["geodl_store"]["patches_per_cpu_s"] / r["xbatcher"]["patches_per_cpu_s"]
+            )
+        ratios["geodl_memory_vs_numpy_cpu"] = (
+            r["geodl_memory"]["patches_per_cpu_s"] / r["numpy"]["patches_per_cpu_s"]
         )
         for k in ("numpy", "geodl_memory", "geodl_store", "xbatcher"):
             r[k]["mb_per_s"] = r[k]["patches_per_s"] * patch_mb

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["make_field", "write_netcdf", "write_zarr"]
+__all__ = ["lazy_field", "make_field", "write_netcdf", "write_zarr"]
 
 
 def make_field(
@@ -128,7 +128,7 @@ def write_zarr(
     >>> import tempfile, pathlib, xarray as xr
     >>> p = write_zarr(make_field(nt=4), pathlib.Path(tempfile.mkdtemp()) / "f.zarr",
     ...                chunks={"time": 2})
-    >>> xr.open_zarr(p)["ssh"].encoding["chunks"]
+    >>> xr.open_zarr(p, consolidated=False)["ssh"].encoding["chunks"]
     (2, 16, 24)
     """
     path = Path(path)
@@ -136,3 +136,32 @@ def write_zarr(
         ds = ds.chunk({k: v for k, v in chunks.items() if k in ds.dims})
     ds.to_zarr(path, mode="w", zarr_format=zarr_format, consolidated=zarr_format == 2)
     return path
+
+
+def lazy_field(
+    directory: str | Path,
+    *,
+    fmt: Literal["zarr", "netcdf"] = "zarr",
+    chunks: Mapping[str, int] | None = None,
+    zarr_format: Literal[2, 3] = 3,
+    **kwargs,
+) -> xr.Dataset:
+    """:func:`make_field` written under ``directory`` and re-opened lazily, Dask-backed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ds = lazy_field(tempfile.mkdtemp(), chunks={"time": 2}, nt=4)
+    >>> ds["ssh"].chunks[0]
+    (2, 2)
+    """
+    ds = make_field(**kwargs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if fmt == "zarr":
+        path = write_zarr(ds, directory / "field.zarr", chunks=chunks, zarr_format=zarr_format)
+        return xr.open_zarr(path, consolidated=zarr_format == 2)
+    if fmt == "netcdf":
+        path = write_netcdf(ds, directory / "field.nc")
+        return xr.open_dataset(path, chunks=dict(chunks or {}))
+    raise ValueError(f"fmt={fmt!r}; expected 'zarr' or 'netcdf'")

@@ -274,7 +274,7 @@ class StitchWriter:
     ...     for i in range(0, len(ds), 10):
     ...         b = ds.__getitems__(range(i, min(i + 10, len(ds))))
     ...         w.add(b.target, b.starts)
-    >>> xr.open_zarr(out)["ssh"].shape
+    >>> xr.open_zarr(out, consolidated=False)["ssh"].shape
     (6, 16, 24)
     """
 
