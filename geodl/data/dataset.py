@@ -218,8 +218,8 @@ class _PatchReader:
         self.working_set_bytes = self._working_set(g, tile)
         if 2 * self._working_set(1, 1) > cache_bytes:
             log.warning(
-                "cache budget %.0f MB is below twice the working set of one patch group "
-                "(%.0f MB): blocks will be decoded several times; raise cache_bytes or rechunk "
+                "cache budget %.3g MB is below twice the working set of one patch group "
+                "(%.3g MB): blocks will be decoded several times; raise cache_bytes or rechunk "
                 "with smaller chunks (geodl convert)",
                 cache_bytes / 2**20,
                 self._working_set(1, 1) / 2**20,

@@ -136,6 +136,7 @@ class GriddedSource:
         }
         self._handles: dict[str, xr.Dataset] | None = None
         self._pid = -1
+        self._land: np.ndarray | None = None
 
     # --- validation -------------------------------------------------------------------------
     def _check_axes(self, ds: xr.Dataset) -> Axes:
@@ -325,18 +326,25 @@ class GriddedSource:
         return np.ascontiguousarray(values, dtype=np.float32)
 
     def land(self) -> np.ndarray:
-        """``(ny, nx)`` bool land mask: the ``land_mask`` variable, or target NaN at all times."""
+        """``(ny, nx)`` bool land mask: the ``land_mask`` variable, or target NaN at all times.
+
+        Computed once (one pass over the target with Dask when there is no mask variable) and
+        kept: it travels to DataLoader workers with the source.
+        """
+        if self._land is not None:
+            return self._land
         if self.land_mask_var is not None:
             values = self.read(self.land_mask_var, (slice(None), slice(None)))
-            return np.nan_to_num(values, nan=1.0) != 0
-        da = self.variable(self.target[0]).isel({self.axes.time: slice(None)})
+            self._land = np.nan_to_num(values, nan=1.0) != 0
+            return self._land
+        da = self.variable(self.target[0])
         land = da.isnull().all(self.axes.time).transpose(self.axes.y, self.axes.x)
-        with dask.config.set(scheduler="synchronous"):
-            values = np.asarray(land.values, dtype=bool)
+        values = np.asarray(land.values, dtype=bool)
         if values.all():
             raise DataError(
                 f"variable '{self.target[0]}' is all NaN; check the file (or the variable name)"
             )
+        self._land = values
         return values
 
     def template(self, name: str, time: slice = slice(None)) -> xr.DataArray:

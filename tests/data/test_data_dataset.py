@@ -168,3 +168,19 @@ def test_patch_size_errors(field):
         PatchDataset(src, {"time": 2, "lat": 4, "depth": 3})
     with pytest.raises(DataError, match="patch size is missing"):
         PatchDataset(src, {"time": 2, "lat": 4})
+
+
+def test_cache_smaller_than_a_group_warns(tmp_path, caplog):
+    import logging
+
+    ds = make_field(nt=24, ny=16, nx=16, land=False)
+    store = write_zarr(ds, tmp_path / "f.zarr", chunks={"time": 6, "lat": 8, "lon": 8})
+    src = GriddedSource(store, "ssh")
+    size, stride = {"time": 3, "y": 8, "x": 8}, {"time": 1, "y": 4, "x": 4}
+    with caplog.at_level(logging.WARNING, logger="geodl.data"):
+        PatchStream(src, size, stride, cache_bytes=16 * 6 * 8 * 8 * 5)
+    assert not caplog.text
+    with caplog.at_level(logging.WARNING, logger="geodl.data"):
+        small = PatchStream(src, size, stride, cache_bytes=6 * 8 * 8 * 5)
+    assert "below twice the working set" in caplog.text
+    assert sum(b.batch_size for b in small) == len(small.index)  # still correct, only slower
