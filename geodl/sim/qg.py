@@ -213,7 +213,14 @@ class QGModel:
             raise UserInputError(f"qg dtype must be torch.float32 or torch.float64, got {dtype}")
         self.params = p = params
         self.dtype = dtype
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+            torch.empty(0, device=self.device)
+        except (RuntimeError, AssertionError) as exc:
+            raise UserInputError(
+                f"qg device '{device}' is not usable here ({str(exc).splitlines()[0]}); use "
+                "device='cpu' or one of the visible GPUs"
+            ) from None
         self.dealias = dealias
         n = p.nx
         # Wavenumbers (rad/m) on the rfft2 grid: l along y (full), k along x (half).

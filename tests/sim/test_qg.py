@@ -145,6 +145,7 @@ def test_ssh_proxy_and_shapes():
         ({"ny": 3}, "unknown qg parameter"),
         ({"params": "storm"}, "unknown qg preset 'storm'"),
         ({"dtype": torch.float16}, "float32 or torch.float64"),
+        ({"device": "cuda:99"}, "qg device 'cuda:99' is not usable here"),
     ],
 )
 def test_bad_parameters_raise_clear_errors(kwargs, match):
