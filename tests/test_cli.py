@@ -26,15 +26,16 @@ def test_version():
 def test_demo_config_runs_then_skips(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", QUICK, "--out", str(out), "--set", "simulate.n_steps=400"]) == 0
-    assert "4 stage(s) ran, 0 skipped" in capsys.readouterr().out
+    assert "5 stage(s) ran, 0 skipped" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "assimilation"
     linear, clim = metrics["methods"]["linear"], metrics["methods"]["climatology"]
     # interpolating observations every 8 steps must beat the climatological mean by far
     assert linear["rmse"] < 0.5 * clim["rmse"]
-    assert (out / "report" / "index.html").read_text().count("<img") == 1
+    # trajectories and the learning curves of the quick 4DVarNet
+    assert (out / "report" / "index.html").read_text().count("<img") == 2
     assert main(["run", QUICK, "--out", str(out), "--set", "simulate.n_steps=400"]) == 0
-    assert "0 stage(s) ran, 4 skipped" in capsys.readouterr().out
+    assert "0 stage(s) ran, 5 skipped" in capsys.readouterr().out
     assert main(["info", str(out / "truth.nc")]) == 0
     info = capsys.readouterr().out
     assert "axes: time=time" in info and "truth(trajectory=4, time=401, component=3)" in info

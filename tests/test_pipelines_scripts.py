@@ -37,10 +37,10 @@ def test_local_chain_runs_every_stage_then_skips(tmp_path):
     ]
     first = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("done in") == 4
+    assert first.stdout.count("done in") == 5
     assert (tmp_path / "run" / "report" / "index.html").exists()
     second = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert second.stdout.count("skipped (cache key") == 4
+    assert second.stdout.count("skipped (cache key") == 5
 
 
 def test_slurm_submit_dry_run_chains_dependencies(tmp_path):
@@ -59,5 +59,11 @@ def test_slurm_submit_dry_run_chains_dependencies(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["simulate", "observe", "evaluate", "report"]
+    assert [line.split(":")[0] for line in lines] == [
+        "simulate",
+        "observe",
+        "train",
+        "evaluate",
+        "report",
+    ]
     assert "--dependency" not in lines[0] and all("afterok:4242" in x for x in lines[1:])

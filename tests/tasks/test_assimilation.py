@@ -1,0 +1,184 @@
+"""Assimilation task: methods, DAPPER-style scores, external twin files and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from geodl.cli import main
+from geodl.errors import DataError
+from geodl.pipeline import run_experiment
+from geodl.tasks import load_config
+from geodl.tasks.assimilation import read_twin_file
+
+QUICK = "configs/l63_assimilation_quick.yaml"
+FAST = [
+    "simulate.n_trajectories=2",
+    "simulate.n_steps=300",
+    "evaluate.methods=[linear, climatology, enkf, enks, fourdvar]",
+    "evaluate.enkf.lag=50",
+    "evaluate.fourdvar.n_iter=10",
+    "evaluate.burn_in=50",
+]
+
+
+def run(tmp_path, name, overrides):
+    cfg, exp = load_config(QUICK, [*FAST, *overrides])
+    out = tmp_path / name
+    run_experiment(cfg, exp, out, echo=lambda s: None)
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def write_twin(path, truth, obs, dt=0.01, **attrs):
+    ds = xr.Dataset(
+        {"truth": (("time", "component"), truth), "obs": (("time", "component"), obs)},
+        coords={"time": np.arange(truth.shape[0]) * dt},
+        attrs={"dt": dt, **attrs},
+    )
+    ds.to_netcdf(path)
+    return path
+
+
+def test_methods_table_and_external_file_give_the_same_scores(tmp_path):
+    metrics, out = run(tmp_path, "sim", [])
+    m = metrics["methods"]
+    assert set(m) == {"linear", "climatology", "enkf", "enks", "fourdvar", "observations"}
+    for name in ("enkf", "enks", "fourdvar"):
+        # with the true model every DA method beats the raw observations at analysis times
+        assert m[name]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"], name
+        assert m[name]["rmse_std"] >= 0
+    assert m["enks"]["rmse"] < m["enkf"]["rmse"]  # the smoother also sees later observations
+    assert set(metrics["enkf_tuning"]) == {"enkf@1.02", "enkf@1.05", "enks@1.02", "enks@1.05"}
+    assert m["enkf"]["inflation"] in (1.02, 1.05)
+    table = (out / "report" / "table.md").read_text()
+    assert "| enkf |" in table and " ± " in table
+    # The same twin experiment as an external file (second trajectory) is scored the same way.
+    with xr.open_dataset(out / "truth.nc") as t, xr.open_dataset(out / "obs.nc") as o:
+        path = write_twin(tmp_path / "twin.nc", t["truth"].values[1], o["obs"].values[1])
+    ext, _ = run(tmp_path, "ext", [f"data.path={path}", "evaluate.methods=[linear]"])
+    linear = np.sqrt(
+        np.mean(
+            (
+                xr.open_dataset(out / "analysis.nc")["linear"].values[1, 50:]
+                - t["truth"].values[1, 50:]
+            )
+            ** 2
+        )
+    )
+    assert ext["n_trajectories"] == 1
+    assert ext["methods"]["linear"]["rmse"] == pytest.approx(linear, rel=1e-9)
+
+
+def test_read_twin_file_accepts_2d_and_3d(tmp_path):
+    truth = np.zeros((6, 3))
+    obs = np.full((6, 3), np.nan)
+    obs[::2] = 1.0
+    t, o, dt = read_twin_file(write_twin(tmp_path / "a.nc", truth, obs, dt=0.05))
+    assert t.shape == o.shape == (1, 6, 3) and dt == 0.05
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: None, "not found"),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("t", "component"), np.zeros((5, 3))),
+                    "obs": (("t", "component"), np.zeros((5, 3))),
+                },
+                attrs={"dt": 0.01},
+            ).to_netcdf(p),
+            r"dims \('t', 'component'\); expected \(time, component\)",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("time", "x"), np.zeros((5, 3))),
+                    "obs": (("time", "x"), np.zeros((5, 3))),
+                },
+                attrs={"dt": 0.01},
+            ).to_netcdf(p),
+            r"dims \('time', 'x'\)",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("trajectory", "time", "component"), np.zeros((2, 5, 3))),
+                    "obs": (("time", "component"), np.zeros((5, 3))),
+                },
+                attrs={"dt": 0.01},
+            ).to_netcdf(p),
+            "is not on the grid of truth",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("time", "component"), np.zeros((5, 3))),
+                    "obs": (("time", "component"), np.zeros((5, 3))),
+                },
+                coords={"time": [0.0, 0.01, 0.02, 0.05, 0.06]},
+                attrs={"dt": 0.01},
+            ).to_netcdf(p),
+            "differ from dt=0.01",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("time", "component"), np.zeros((5, 3))),
+                    "obs": (("time", "component"), np.zeros((5, 3))),
+                },
+            ).to_netcdf(p),
+            "missing global attribute 'dt'",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {"truth": (("time", "component"), np.zeros((5, 3)))}, attrs={"dt": 0.01}
+            ).to_netcdf(p),
+            "no variable 'obs'",
+        ),
+        (
+            lambda p: xr.Dataset(
+                {
+                    "truth": (("time", "component"), np.zeros((5, 3))),
+                    "obs": (("time", "component"), np.full((5, 3), np.nan)),
+                },
+                attrs={"dt": 0.01},
+            ).to_netcdf(p),
+            "obs is all NaN",
+        ),
+    ],
+)
+def test_bad_twin_files(tmp_path, make, match):
+    path = tmp_path / "bad.nc"
+    make(path)
+    with pytest.raises(DataError, match=match):
+        read_twin_file(path)
+
+
+def test_bad_twin_file_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.nc"
+    xr.Dataset({"truth": (("time", "component"), np.zeros((5, 3)))}, attrs={"dt": 0.01}).to_netcdf(
+        path
+    )
+    code = main(["run", QUICK, "--out", str(tmp_path / "r"), "--set", f"data.path={path}"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no variable 'obs'" in err[0]
+
+
+def test_window_longer_than_the_data_is_a_clear_error(tmp_path, capsys):
+    truth = np.random.default_rng(0).normal(size=(60, 3))
+    obs = np.where(np.arange(60)[:, None] % 8 == 0, truth, np.nan)
+    path = write_twin(tmp_path / "short.nc", truth, obs)
+    args = ["run", QUICK, "--out", str(tmp_path / "r"), "--set", f"data.path={path}"]
+    assert main([*args, "--set", "evaluate.methods=[fourdvar]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluate.fourdvar.window=200 is longer than the data (60" in err[0]
+    assert main([*args, "--set", "evaluate.methods=[fourdvarnet]"]) == 2
+    assert "fourdvarnet.window=200 is longer than the data (60" in capsys.readouterr().err
+    assert main([*args, "--set", "evaluate.burn_in=60", "--set", "evaluate.methods=[linear]"]) == 2
+    assert "leaves nothing to score" in capsys.readouterr().err
