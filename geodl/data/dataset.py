@@ -6,10 +6,13 @@ Design decisions
   time up to ``block_bytes``); it is read, decoded, normalised and NaN-masked once, kept in a
   :class:`ChunkCache` under a byte budget, and every patch inside it is a slice copy. Patches are
   grouped by the block holding their first point, so a group's patches reuse the same blocks.
-- Shuffling is by block: the order of groups is random, then a shuffle buffer mixes patches of
-  neighbouring groups. Fully random order over a chunked store would decode each chunk once per
-  patch; the map-style dataset allows it (with a random sampler) but is meant for in-memory data
-  and ordered prediction.
+- Blocks grow along time only while the blocks one group needs (times two, for the shuffle
+  buffer) fit in the cache; groups of neighbouring spatial blocks then form tiles that fit too.
+  A cache too small for one group is a logged warning, not a silent slowdown.
+- Shuffling is by block: the order of (time run, tile) units is random, groups inside a unit are
+  in random order, then a shuffle buffer mixes patches of neighbouring groups. Fully random order
+  over a chunked store would decode each chunk once per patch; the map-style dataset allows it
+  (with a random sampler) but is meant for in-memory data and ordered prediction.
 - Batches are built whole (``__getitems__`` / the stream yields batches): one Python call per batch
   fills preallocated arrays, so per-patch overhead stays small against the copy itself.
 - Equal work per DDP rank: the stream's epoch order is split into ``world_size`` equal parts
