@@ -9,7 +9,7 @@ from geodl.data.normalize import Normalizer, compute_stats
 from geodl.data.open import Axes, describe, find_axes, open_dataset
 from geodl.data.source import GriddedSource
 from geodl.data.splits import Split, make_splits
-from geodl.data.stitch import StitchWriter, overlap_add, stitch, taper
+from geodl.data.stitch import StitchWriter, overlap_add, predict_to_file, stitch, taper
 
 __all__ = [
     "Axes",
@@ -31,6 +31,7 @@ __all__ = [
     "make_splits",
     "open_dataset",
     "overlap_add",
+    "predict_to_file",
     "stitch",
     "taper",
 ]

@@ -115,6 +115,24 @@ def _roles(source: GriddedSource, mapping: Mapping[str, int] | None, what: str) 
     return out
 
 
+def _region(
+    source: GriddedSource, region: Mapping[str, tuple[int, int]] | None
+) -> dict[str, tuple[int, int]]:
+    """``{"y_range": ..., "x_range": ...}`` for :class:`PatchIndex` from role or dim keys."""
+    if not region:
+        return {}
+    by_dim = dict(zip(source.dims[1:], ("y", "x"), strict=True))
+    out = {}
+    for key, bounds in region.items():
+        role = key if key in ("y", "x") else by_dim.get(key)
+        if role is None:
+            raise DataError(
+                f"patch region has unknown dim '{key}'; expected y/x or {list(source.dims[1:])}"
+            )
+        out[f"{role}_range"] = (int(bounds[0]), int(bounds[1]))
+    return out
+
+
 class _PatchReader:
     """Fills batches of patches from cached, normalised blocks (shared by both datasets)."""
 
@@ -128,6 +146,7 @@ class _PatchReader:
         max_land_fraction: float | None,
         cache_bytes: int,
         block_bytes: int = 16 * 2**20,
+        region: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.source = source
         size = _roles(source, size, "size")
@@ -163,6 +182,7 @@ class _PatchReader:
             time_range=time_range,
             land=self.land,
             max_land_fraction=max_land_fraction,
+            **_region(source, region),
         )
         if len(self.index) == 0:
             raise DataError(
@@ -377,6 +397,9 @@ class PatchDataset(Dataset):
     block_bytes : int
         Largest read block: storage chunks are grouped along time up to this size, as long as
         the blocks a group of patches needs fit in the cache (a warning says when they do not).
+    region : mapping, optional
+        ``{"y": (lo, hi), "x": (lo, hi)}``: keep only patches starting in these index ranges
+        (on the global stride grid), e.g. one spatial tile of a large domain.
 
     Examples
     --------
@@ -398,9 +421,18 @@ class PatchDataset(Dataset):
         max_land_fraction: float | None = None,
         cache_bytes: int = 256 * 2**20,
         block_bytes: int = 16 * 2**20,
+        region: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.reader = _PatchReader(
-            source, size, stride, split, normalizer, max_land_fraction, cache_bytes, block_bytes
+            source,
+            size,
+            stride,
+            split,
+            normalizer,
+            max_land_fraction,
+            cache_bytes,
+            block_bytes,
+            region,
         )
 
     @property

@@ -96,6 +96,8 @@ class PatchIndex:
         :attr:`report`.
     cover : bool
         Add a last patch flush with each domain edge so that every point is covered.
+    y_range, x_range : (int, int), optional
+        Keep only patches whose start lies in this half-open range (spatial tiles).
 
     Examples
     --------
@@ -115,6 +117,8 @@ class PatchIndex:
         land: np.ndarray | None = None,
         max_land_fraction: float | None = None,
         cover: bool = True,
+        y_range: tuple[int, int] | None = None,
+        x_range: tuple[int, int] | None = None,
     ) -> None:
         for what, mapping in (("shape", shape), ("size", size)):
             missing = [r for r in ROLES if r not in mapping]
@@ -137,6 +141,18 @@ class PatchIndex:
         self.x_starts = axis_starts(
             0, self.shape["x"], self.size["x"], self.stride["x"], cover=cover, name="x"
         )
+        # A spatial window keeps the global stride grid and only drops starts outside it (tiles).
+        for role, bounds in (("y", y_range), ("x", x_range)):
+            if bounds is None:
+                continue
+            starts = getattr(self, f"{role}_starts")
+            kept = starts[(starts >= bounds[0]) & (starts < bounds[1])]
+            if kept.size == 0:
+                raise DataError(
+                    f"no patch starts in {role} range {bounds[0]}..{bounds[1] - 1} "
+                    f"(starts every {self.stride[role]} from 0); widen the range"
+                )
+            setattr(self, f"{role}_starts", kept)
         n_grid = self.y_starts.size * self.x_starts.size
         # Kept spatial positions as flat indices into the (y_starts, x_starts) grid; None = all.
         self._spatial: np.ndarray | None = None

@@ -13,7 +13,8 @@ NetCDF, flushing time slabs as soon as no later patch can touch them, so memory 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from geodl.data.normalize import Normalizer
 from geodl.data.source import GriddedSource
 from geodl.errors import DataError
 
-__all__ = ["StitchWriter", "overlap_add", "stitch", "taper"]
+__all__ = ["StitchWriter", "overlap_add", "predict_to_file", "stitch", "taper"]
 
 Taper = Literal["hann", "none"]
 
@@ -245,22 +246,29 @@ def stitch(
 
 
 class StitchWriter:
-    """Stream patches, in non-decreasing time order, into a Zarr store or NetCDF file.
+    """Stream patches into a Zarr store or NetCDF file with bounded memory.
 
-    Time slabs are written as soon as every patch that can touch them has arrived, so memory
-    stays bounded for records of any length. The output appears under its final name only when
-    :meth:`close` succeeds (atomic rename); an exception inside ``with`` leaves nothing behind.
+    Patches arrive in non-decreasing time order; time slabs are written as soon as no later patch
+    can touch them. For large domains, feed the patches tile by tile (:meth:`set_tile`, or let
+    :func:`predict_to_file` do it): the accumulator then spans one spatial tile plus a halo of
+    one patch, so memory is about ``(T + batch time span) x C x (tile + 2 patch)^2`` whatever the
+    size of the domain and the length of the record. The output appears under its final name only
+    when :meth:`close` succeeds (atomic rename); an exception inside ``with`` leaves nothing.
 
     Parameters
     ----------
     path : str or Path
         ``*.zarr`` (Zarr v3 store) or ``*.nc`` (NetCDF4).
     source : GriddedSource
-        Output grid, coordinates and attributes (the whole time axis of the source).
+        Output grid, coordinates and attributes.
     patch : (int, int, int)
         Patch shape ``(T, H, W)``.
     names, kind, normalizer, mask_land :
         As in :func:`stitch`.
+    time_range : (int, int), optional
+        Half-open range of source time indices the output covers (default: all).
+    tile : (int, int), optional
+        Spatial tile ``(ty, tx)``; also the output's storage chunk. Default: the whole plane.
 
     Examples
     --------
@@ -288,6 +296,8 @@ class StitchWriter:
         kind: Taper = "hann",
         normalizer: Normalizer | Mapping[str, Any] | None = None,
         mask_land: bool = True,
+        time_range: tuple[int, int] | None = None,
+        tile: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix not in (".zarr", ".nc"):
@@ -298,31 +308,61 @@ class StitchWriter:
         self.weights = taper(self.patch, kind)
         self.normalizer = Normalizer(normalizer) if isinstance(normalizer, Mapping) else normalizer
         self.land = source.land() if mask_land else None
-        C, ny, nx = len(self.names), source.shape["y"], source.shape["x"]
-        self._acc = np.zeros((0, C, ny, nx))
-        self._wsum = np.zeros((0, ny, nx))
-        self._start = 0  # time index of _acc[0]; everything before is written
+        self.time_range = tuple(time_range) if time_range else (0, source.shape["time"])
+        ny, nx = source.shape["y"], source.shape["x"]
+        self.tile = (min(tile[0], ny), min(tile[1], nx)) if tile else (ny, nx)
         self.peak_slab_bytes = 0
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self._init_output()
         self._closed = False
+        try:
+            self._init_output()
+        except BaseException:
+            self._closed = True
+            self._ctx.__exit__(*sys.exc_info())
+            raise
+        self._interior: tuple[slice, slice] | None = None
+        self.set_tile(slice(0, ny), slice(0, nx))
 
     def _init_output(self) -> None:
         tdim = self.source.dims[0]
+        t0, t1 = self.time_range
         template = xr.Dataset(
-            {n: self.source.template(n) for n in self.names}, attrs=self.source.dataset_attrs
+            {n: self.source.template(n, slice(t0, t1)) for n in self.names},
+            attrs=self.source.dataset_attrs,
         )
-        ny, nx = self.source.shape["y"], self.source.shape["x"]
+        chunks = (1, *self.tile)
         if self.path.suffix == ".zarr":
-            enc = {n: {"chunks": (1, ny, nx)} for n in self.names}
+            enc = {n: {"chunks": chunks} for n in self.names}
             template.to_zarr(
                 self._tmp, compute=False, mode="w", encoding=enc, zarr_format=3, consolidated=False
             )
         else:
-            enc = {n: {"chunksizes": (1, ny, nx), "zlib": True, "complevel": 1} for n in self.names}
+            enc = {n: {"chunksizes": chunks, "zlib": True, "complevel": 1} for n in self.names}
             template.to_netcdf(self._tmp, encoding=enc, unlimited_dims=[tdim])
-        self._tdim = tdim
+
+    def set_tile(self, ys: slice, xs: slice) -> None:
+        """Finish the current tile and accumulate the next one: output rows ``ys``, columns ``xs``.
+
+        Patches added next must start in ``[ys.start - H + 1, ys.stop)`` (likewise for x): every
+        patch that touches the tile, so that the tile is complete when written.
+        """
+        if self._interior is not None:
+            self._flush(self._start + self._acc.shape[0])
+        _, H, W = self.patch
+        ny, nx = self.source.shape["y"], self.source.shape["x"]
+        self._interior = (ys, xs)
+        self._box = (
+            max(0, ys.start - H + 1),
+            min(ny, ys.stop + H - 1),
+            max(0, xs.start - W + 1),
+            min(nx, xs.stop + W - 1),
+        )
+        y0, y1, x0, x1 = self._box
+        C = len(self.names)
+        self._acc = np.zeros((0, C, y1 - y0, x1 - x0))
+        self._wsum = np.zeros((0, y1 - y0, x1 - x0))
+        self._start = self.time_range[0]  # time index of _acc[0]; earlier times are written
 
     def _grow(self, stop: int) -> None:
         have = self._start + self._acc.shape[0]
@@ -337,35 +377,38 @@ class StitchWriter:
         if k <= 0:
             self._start = max(self._start, until)  # times no patch reached stay NaN
             return
-        values = _finish(self._acc[:k], self._wsum[:k], self.land)
+        y0, y1, x0, x1 = self._box
+        ys, xs = self._interior
+        inner = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        land = None if self.land is None else self.land[ys, xs]
+        values = _finish(self._acc[:k][(..., *inner)], self._wsum[:k][(..., *inner)], land)
         if self.normalizer is not None:
             for c, name in enumerate(self.names):
-                values[:, c] = self.normalizer.invert(name, values[:, c])
-        region = slice(self._start, self._start + k)
+                values[:, c] = self.normalizer.invert(name, values[:, c], y=ys, x=xs)
+        t0 = self._start - self.time_range[0]
+        region = slice(t0, t0 + k)
         if self.path.suffix == ".zarr":
             tdim, ydim, xdim = self.source.dims
             slab = xr.Dataset(
                 {n: ((tdim, ydim, xdim), values[:, c]) for c, n in enumerate(self.names)}
             )
-            slab.to_zarr(
-                self._tmp,
-                region={tdim: region, ydim: slice(None), xdim: slice(None)},
-                consolidated=False,
-            )
+            slab.to_zarr(self._tmp, region={tdim: region, ydim: ys, xdim: xs}, consolidated=False)
         else:
             import netCDF4
 
             with netCDF4.Dataset(self._tmp, "a") as nc:
                 for c, n in enumerate(self.names):
-                    nc[n][region] = values[:, c]
+                    nc[n][region, ys, xs] = values[:, c]
         self._acc, self._wsum = self._acc[k:].copy(), self._wsum[k:].copy()
         self._start = until  # beyond the accumulated times: nothing reached them (NaN)
 
     def add(self, patches: Any, starts: Any) -> None:
         """Add ``(N, T, C, H, W)`` patches at ``(N, 3)`` starts; times must not go backwards."""
         patches, starts = _as_numpy(patches), _as_numpy(starts).astype(np.int64)
-        if patches.shape[1:2] + patches.shape[3:] != self.patch:
+        if patches.ndim != 5 or patches.shape[1:2] + patches.shape[3:] != self.patch:
             raise DataError(f"StitchWriter: patches {patches.shape}, expected shape {self.patch}")
+        if len(patches) == 0:
+            return
         t_min = int(starts[:, 0].min())
         if t_min < self._start:
             raise DataError(
@@ -373,9 +416,16 @@ class StitchWriter:
                 "are already written; feed patches in non-decreasing time order "
                 "(a PatchDataset read in index order, shuffle=False)"
             )
+        if t_min + self.patch[0] > self.time_range[1] or t_min < self.time_range[0]:
+            raise DataError(
+                f"StitchWriter: a patch at time {t_min} falls outside the output time range "
+                f"{self.time_range[0]}..{self.time_range[1] - 1}"
+            )
         self._flush(t_min)
         self._grow(int(starts[:, 0].max()) + self.patch[0])
-        overlap_add(patches, starts, self._acc, self._wsum, self.weights, t_offset=self._start)
+        y0, _, x0, _ = self._box
+        local = starts - np.array([0, y0, x0])
+        overlap_add(patches, local, self._acc, self._wsum, self.weights, t_offset=self._start)
 
     def close(self) -> Path:
         """Write what is left and move the output into place."""
@@ -394,3 +444,88 @@ class StitchWriter:
         elif not self._closed:
             self._closed = True
             self._ctx.__exit__(exc_type, exc, tb)
+
+
+def predict_to_file(
+    path: str | Path,
+    source: GriddedSource,
+    predict: Callable[[Any], Any],
+    size: Mapping[str, int],
+    stride: Mapping[str, int] | None = None,
+    *,
+    split: Any = None,
+    normalizer: Normalizer | Mapping[str, Any] | None = None,
+    tile: tuple[int, int] | None = None,
+    batch_size: int = 16,
+    names: Sequence[str] | None = None,
+    kind: Taper = "hann",
+    mask_land: bool = True,
+) -> Path:
+    """Predict every patch of ``split`` and stream the stitched field to ``path``, tile by tile.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``*.zarr`` or ``*.nc`` output (written atomically).
+    source : GriddedSource
+        The data, grid and coordinates.
+    predict : callable
+        ``Batch -> (B, T, C, H, W)`` tensor or array of normalised predictions (e.g. a model
+        under ``torch.no_grad()``).
+    size, stride, split, normalizer :
+        As in :class:`~geodl.data.dataset.PatchDataset` (the output is de-normalised).
+    tile : (int, int), optional
+        Spatial tile ``(ty, tx)`` processed at a time (default: whole plane). Patches that touch
+        two tiles are predicted once per tile.
+    batch_size : int
+        Patches per ``predict`` call.
+    names, kind, mask_land :
+        As in :func:`stitch`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from geodl.testing import make_field
+    >>> from geodl.data import GriddedSource
+    >>> src = GriddedSource(make_field(nt=6, ny=16, nx=24), "ssh")
+    >>> out = predict_to_file(pathlib.Path(tempfile.mkdtemp()) / "p.nc", src,
+    ...                       lambda b: b.target, {"time": 3, "y": 8, "x": 8},
+    ...                       {"time": 1, "y": 4, "x": 4}, tile=(8, 8))
+    >>> got = xr.open_dataset(out)["ssh"]
+    >>> bool(np.allclose(got, src.dataset()["ssh"], equal_nan=True, atol=1e-6))
+    True
+    """
+    from geodl.data.dataset import PatchDataset, _roles, make_loader
+
+    roles = _roles(source, size, "size")
+    T, H, W = roles["time"], roles["y"], roles["x"]
+    ny, nx = source.shape["y"], source.shape["x"]
+    ty, tx = tile if tile else (ny, nx)
+    if ty < 1 or tx < 1:
+        raise DataError(f"tile={tile}; expected two positive sizes (rows, columns)")
+    if split is None:
+        time_range = (0, source.shape["time"])
+    else:
+        time_range = tuple(getattr(split, "range", split))
+    with StitchWriter(
+        path,
+        source,
+        (T, H, W),
+        names=names,
+        kind=kind,
+        normalizer=normalizer,
+        mask_land=mask_land,
+        time_range=time_range,
+        tile=(ty, tx),
+    ) as writer:
+        for y0 in range(0, ny, ty):
+            for x0 in range(0, nx, tx):
+                ys, xs = slice(y0, min(ny, y0 + ty)), slice(x0, min(nx, x0 + tx))
+                region = {"y": (ys.start - H + 1, ys.stop), "x": (xs.start - W + 1, xs.stop)}
+                data = PatchDataset(
+                    source, size, stride, split=split, normalizer=normalizer, region=region
+                )
+                writer.set_tile(ys, xs)
+                for batch in make_loader(data, batch_size=batch_size):
+                    writer.add(predict(batch), batch.starts)
+    return Path(path)

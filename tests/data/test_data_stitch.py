@@ -103,3 +103,50 @@ def test_failed_stream_leaves_nothing(tmp_path, src):
         w.add(np.zeros((1, 5, 1, 8, 8)), np.array([[0, 0, 0]]))
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("suffix", "tile"), [(".zarr", (8, 10)), (".nc", (7, 26))])
+def test_tile_by_tile_prediction_matches_in_memory(tmp_path, src, suffix, tile):
+    from geodl.data import make_splits, predict_to_file
+
+    stats = compute_stats(src.dataset(), ["ssh"], per_pixel=True)
+    split = make_splits(src.times, {"test": (src.times[4], src.times[15])}, window=5)["test"]
+    ds = PatchDataset(src, SIZE, STRIDE, split=split, normalizer=stats)
+    whole = ds.__getitems__(range(len(ds)))
+    expected = stitch(whole.target * 2, whole.starts, src, normalizer=stats)
+    calls = []
+
+    def predict(batch):
+        calls.append(batch.batch_size)
+        return batch.target * 2
+
+    path = predict_to_file(tmp_path / f"p{suffix}", src, predict, SIZE, STRIDE, split=split,
+                           normalizer=stats, tile=tile, batch_size=7)  # fmt: skip
+    got = open_dataset(path)["ssh"]
+    assert got.sizes["time"] == len(split)
+    np.testing.assert_allclose(got.values, expected["ssh"].values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["time"].values, expected["time"].values)
+    assert sum(calls) >= len(ds)  # patches on tile borders are predicted once per tile
+
+
+def test_tiles_bound_the_accumulator(tmp_path, src):
+    from geodl.data import predict_to_file
+
+    big = GriddedSource(make_field(nt=12, ny=64, nx=64), "ssh")
+    size, stride = {"time": 4, "y": 8, "x": 8}, {"time": 2, "y": 4, "x": 4}
+    writer_peaks = []
+    original = StitchWriter.close
+
+    def spy(self):
+        writer_peaks.append(self.peak_slab_bytes)
+        return original(self)
+
+    StitchWriter.close = spy
+    try:
+        predict_to_file(tmp_path / "p.zarr", big, lambda b: b.target, size, stride, tile=(16, 16))
+    finally:
+        StitchWriter.close = original
+    plane = 12 * 64 * 64 * 8
+    assert writer_peaks[0] < plane / 4  # (tile + halo)^2 x a few steps, not the whole record
+    with pytest.raises(DataError, match="no patch starts in y range"):
+        PatchDataset(big, size, stride, region={"y": (61, 64)})
