@@ -7,8 +7,10 @@ patch starts, never from coordinate-label lookups. The result is ``sum(w * patch
 Cutting a field into overlapping patches and stitching them back returns it exactly.
 
 :func:`stitch` builds the whole field in memory; :class:`StitchWriter` streams it to Zarr or
-NetCDF, flushing time slabs as soon as no later patch can touch them, so memory is bounded by
-(patch length + one batch's time span) x (C, y, x) whatever the length of the record.
+NetCDF, flushing time slabs as soon as no later patch can touch them, one spatial tile (plus a
+halo of one patch) at a time, so memory is bounded by (patch length + one batch's time span) x C x
+(tile + 2 patches)^2 whatever the size of the domain and the length of the record.
+:func:`predict_to_file` drives a model over the tiles.
 """
 
 from __future__ import annotations
