@@ -1,0 +1,507 @@
+"""Dynamics learning on Lorenz systems: simulate -> train -> evaluate -> report.
+
+Trajectories of the true system (optionally with observation noise: "learning from noisy data") train
+a model of the dynamics, a bilinear residual network (:class:`geodl.models.BilinearResNet`) or a
+neural ODE (:class:`geodl.models.NeuralODE`: MLP vector field, geodl's fixed-step RK4 or any
+torchdiffeq solver), with a multi-step rollout loss. The learned model is scored on separate clean
+test trajectories:
+
+- forecast RMSE against lead time, in steps and in Lyapunov times of the true system;
+- the leading Lyapunov exponent of the learned vector field (and of the true one, same estimator);
+- a long free rollout against the truth's statistics: per-variable histogram distance (total
+  variation), the fraction of points near the true attractor, and where the rollout left the
+  attractor if it did (the rollout is cut there; the step is reported, nothing is NaN-filled).
+
+Everything runs in coordinates normalised by the training data's mean and standard deviation (the
+statistics travel with the model); exponents do not depend on that affine change of coordinates.
+
+Python use::
+
+    from geodl.pipeline import run_experiment
+    from geodl.tasks import load_config
+
+    cfg, exp = load_config("configs/l63_dynamics_quick.yaml", ["model.kind=neural_ode"])
+    run_experiment(cfg, exp, "runs/l63_node")  # runs/l63_node/metrics.json, report/index.html
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from geodl.config import Section
+from geodl.errors import ConfigError
+from geodl.pipeline import Experiment, Stage, StageContext
+from geodl.tasks.registry import ExperimentSection, register
+from geodl.training import TrainSection
+
+__all__ = ["DynamicsConfig", "LYAPUNOV_REFERENCE", "histogram_distance", "leave_step"]
+
+#: Leading Lyapunov exponents of the standard systems (1 / time unit): Lorenz-63 (sigma 10, rho 28,
+#: beta 8/3) and Lorenz-96 (40 variables, F = 8).
+LYAPUNOV_REFERENCE = {"lorenz63": 0.906, "lorenz96": 1.68}
+
+
+class SimulateSection(Section):
+    system: Literal["lorenz63", "lorenz96"] = "lorenz63"
+    n_components: int = Field(40, ge=4, description="lorenz96 only")
+    forcing: float = 8.0
+    dt: float = Field(0.01, gt=0)
+    spinup_steps: int = Field(1000, ge=0)
+    n_train_trajectories: int = Field(8, gt=0)
+    n_val_trajectories: int = Field(2, gt=0)
+    n_test_trajectories: int = Field(4, gt=0)
+    n_steps: int = Field(2000, gt=0, description="steps of each train/val/test trajectory")
+    noise_std: float = Field(0.0, ge=0, description="observation noise on train/val data")
+    seed: int = 0
+
+
+class ModelSection(Section):
+    kind: Literal["bilinear_resnet", "neural_ode"] = "bilinear_resnet"
+    n_bilinear: int = Field(3, gt=0, description="bilinear_resnet")
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], description="neural_ode MLP")
+    act: str = "tanh"
+    method: str = Field("rk4", description="neural_ode solver: rk4 or a torchdiffeq name")
+    rollout: int = Field(4, gt=0, description="steps of the rollout loss")
+    stride: int = Field(1, gt=0, description="between training windows")
+
+
+class EvaluateSection(Section):
+    lead_steps: int = Field(300, gt=0)
+    n_forecasts: int = Field(64, gt=0, description="initial conditions per test trajectory: spread")
+    lyapunov_steps: int = Field(2000, gt=0)
+    lyapunov_transient: int = Field(500, ge=0)
+    lyapunov_trajectories: int = Field(2, gt=0)
+    long_steps: int = Field(20000, gt=0)
+    bins: int = Field(40, gt=1)
+    bound: float = Field(
+        5.0, gt=0, description="left the attractor: a normalised component beyond this"
+    )
+    near: float = Field(0.25, gt=0, description="normalised distance counted 'on the attractor'")
+
+
+class DynamicsConfig(Section):
+    experiment: ExperimentSection
+    simulate: SimulateSection = SimulateSection()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection(max_epochs=30, batch_size=128, lr=1e-2, progress_bar=False)
+    evaluate: EvaluateSection = EvaluateSection()
+
+
+# --------------------------------------------------------------------------------------------
+# pure helpers (tested alone)
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int) -> np.ndarray:
+    """Total-variation distance between the histograms of each component of ``a`` and ``b``
+    (``(N, D)`` and ``(M, D)``), on common bins spanning both: ``(D,)`` in [0, 1].
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(5000, 2))
+    >>> d = histogram_distance(x, x + [0.0, 10.0], bins=20)
+    >>> bool(d[0] == 0.0), bool(d[1] == 1.0)
+    (True, True)
+    """
+    out = np.empty(a.shape[1])
+    for j in range(a.shape[1]):
+        lo = min(a[:, j].min(), b[:, j].min())
+        hi = max(a[:, j].max(), b[:, j].max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        pa = np.histogram(a[:, j], edges)[0] / len(a)
+        pb = np.histogram(b[:, j], edges)[0] / len(b)
+        out[j] = 0.5 * np.abs(pa - pb).sum()
+    return out
+
+
+def leave_step(traj: np.ndarray, bound: float) -> int | None:
+    """First step of ``traj`` ``(T, D)`` (normalised) that is non-finite or has a component beyond
+    ``bound`` in absolute value; None if it never leaves.
+
+    Examples
+    --------
+    >>> leave_step(np.array([[0.0], [1.0], [9.0], [np.nan]]), 5.0)
+    2
+    """
+    bad = ~np.isfinite(traj).all(axis=1) | (np.abs(np.nan_to_num(traj, nan=np.inf)) > bound).any(
+        axis=1
+    )
+    hits = np.flatnonzero(bad)
+    return int(hits[0]) if hits.size else None
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def _build(cfg: Any, dim: int, dt: float) -> Any:
+    from geodl.models import BilinearResNet, build_model
+
+    m = cfg.model
+    if m.kind == "bilinear_resnet":
+        return BilinearResNet(dim, n_bilinear=m.n_bilinear, dt=dt)
+    return build_model(
+        "neural_ode", dim=dim, hidden=tuple(m.hidden), act=m.act, method=m.method, step_size=dt
+    )
+
+
+def _step_fn(model: Any, dt: float) -> Any:
+    """One model step ``(B, D) -> (B, D)`` of ``dt`` for either kind of model."""
+    import torch
+
+    from geodl.models import NeuralODE
+
+    if isinstance(model, NeuralODE):
+        times = torch.tensor([0.0, dt])
+        return lambda z: model(z, times.to(z))[:, 1]
+    return model
+
+
+def _field(model: Any) -> Any:
+    """The learned vector field ``f(z)`` (a module for neural ODEs, a method for the bilinear net)."""
+    return model.vector_field
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+
+
+def _simulate(ctx: StageContext) -> None:
+    from geodl.sim import simulate_lorenz
+
+    s = ctx.cfg.simulate
+    rng = np.random.default_rng(s.seed + 7)
+    parts = {}
+    for i, (name, n) in enumerate(
+        (
+            ("train", s.n_train_trajectories),
+            ("val", s.n_val_trajectories),
+            ("test", s.n_test_trajectories),
+        )
+    ):
+        traj = simulate_lorenz(
+            s.system,
+            n_trajectories=n,
+            n_steps=s.n_steps,
+            dt=s.dt,
+            spinup_steps=s.spinup_steps,
+            n_components=s.n_components,
+            forcing=s.forcing,
+            seed=s.seed + 1000 * i,
+        ).numpy()
+        if name != "test" and s.noise_std > 0:
+            traj = traj + s.noise_std * rng.standard_normal(traj.shape)
+        parts[name] = (("trajectory_" + name, "time", "component"), traj)
+    ds = xr.Dataset(
+        parts,
+        coords={"time": np.arange(s.n_steps + 1) * s.dt},
+        attrs={
+            "title": f"{s.system} trajectories for dynamics learning",
+            "source": f"geodl.sim {s.system}: {s.model_dump_json()}",
+            "dt": s.dt,
+            "Conventions": "CF-1.8",
+        },
+    )
+    ds.to_netcdf(ctx.output("trajectories.nc"))
+
+
+def _train(ctx: StageContext) -> None:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from geodl.training import TaskModule, fit
+
+    cfg = ctx.cfg
+    m = cfg.model
+    with xr.open_dataset(ctx.input("trajectories.nc")) as ds:
+        train, val, dt = ds["train"].values, ds["val"].values, float(ds.attrs["dt"])
+    if m.rollout >= train.shape[1]:
+        raise ConfigError(
+            f"model.rollout={m.rollout} steps needs trajectories longer than "
+            f"simulate.n_steps={train.shape[1] - 1}; lower the rollout or simulate longer"
+        )
+    mean, std = train.mean(axis=(0, 1)), train.std(axis=(0, 1))
+
+    def windows(traj: np.ndarray) -> TensorDataset:
+        z = torch.as_tensor((traj - mean) / std, dtype=torch.float32)  # (B, T, D)
+        w = z.unfold(1, m.rollout + 1, m.stride)  # (B, nW, D, K+1)
+        return TensorDataset(w.permute(0, 1, 3, 2).reshape(-1, m.rollout + 1, z.shape[-1]))
+
+    dim = train.shape[-1]
+    torch.manual_seed(cfg.train.seed)
+    model = _build(cfg, dim, dt)
+
+    def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        (x,) = batch  # (B, K+1, D)
+        step = _step_fn(net, dt)
+        z = x[:, 0]
+        err = x.new_zeros(())
+        for k in range(1, x.shape[1]):
+            z = step(z)
+            err = err + (z - x[:, k]).pow(2).mean()
+        return {"loss": err / (x.shape[1] - 1)}
+
+    module = TaskModule(model, loss_fn, cfg.train, metadata={"config": cfg.model_dump(mode="json")})
+    with _threads(1):
+        result = fit(
+            module,
+            windows(train),
+            windows(val),
+            cfg.train,
+            ckpt_dir=ctx.run_dir / "checkpoints" / "dynamics",
+            log_dir=ctx.run_dir / "logs" / "dynamics",
+            key=json.dumps(
+                {k: cfg.model_dump(mode="json")[k] for k in ("simulate", "model", "train")},
+                sort_keys=True,
+            ),
+        )
+    out = ctx.output("model")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "state_dict": module.model.state_dict(),
+            "geodl": {
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "dt": dt,
+                "dim": dim,
+                "epochs": result.epochs,
+                "config": cfg.model_dump(mode="json"),
+            },
+        },
+        out / "model.pt",
+    )
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Torch with ``n`` intra-op threads: Lorenz tensors are tiny, more threads only add overhead."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate(ctx: StageContext) -> None:
+    import time
+
+    import torch
+
+    from geodl.metrics import forecast_rmse, lyapunov_exponents
+    from geodl.sim import lorenz_vector_field
+
+    cfg = ctx.cfg
+    ev, s = cfg.evaluate, cfg.simulate
+    ckpt = torch.load(ctx.input("model/model.pt"), map_location="cpu", weights_only=True)
+    meta = ckpt["geodl"]
+    mean, std, dt, dim = np.asarray(meta["mean"]), np.asarray(meta["std"]), meta["dt"], meta["dim"]
+    model = _build(cfg, dim, dt)
+    model.load_state_dict(ckpt["state_dict"])
+    model = model.double().eval()
+    step = _step_fn(model, dt)
+    with xr.open_dataset(ctx.input("trajectories.nc")) as ds:
+        test = ds["test"].values  # (B, T, D), clean
+    n_time = test.shape[1]
+    if ev.lead_steps >= n_time:
+        raise ConfigError(
+            f"evaluate.lead_steps={ev.lead_steps} is longer than the test trajectories "
+            f"({n_time} steps); lower it or raise simulate.n_steps"
+        )
+    z_test = (test - mean) / std
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    with _threads(1), torch.no_grad():
+        # Forecasts from n_forecasts evenly spaced initial conditions on each test trajectory.
+        starts = np.linspace(0, n_time - 1 - ev.lead_steps, ev.n_forecasts).astype(int)
+        z0 = torch.as_tensor(z_test[:, starts].reshape(-1, dim))
+        preds = [z0]
+        for _ in range(ev.lead_steps):
+            preds.append(step(preds[-1]))
+        pred = torch.stack(preds, 1).numpy() * std + mean  # (B*n, L+1, D)
+        target = np.stack([test[:, i : i + ev.lead_steps + 1] for i in starts], 1).reshape(
+            pred.shape
+        )
+        curve = forecast_rmse(pred, target)  # (L+1,)
+        standard = s.system == "lorenz63" or (s.n_components == 40 and s.forcing == 8.0)
+        lam_ref = LYAPUNOV_REFERENCE[s.system] if standard else None
+        # Long rollout from the end of the first test trajectory.
+        z = torch.as_tensor(z_test[:1, -1])
+        long = np.empty((ev.long_steps + 1, dim))
+        long[0] = z.numpy()[0]
+        left = None
+        for i in range(1, ev.long_steps + 1):
+            z = step(z)
+            long[i] = z.numpy()[0]
+            if (i % 100 == 0 or i == ev.long_steps) and (
+                left := leave_step(long[: i + 1], ev.bound)
+            ) is not None:
+                break
+    kept = long[: left if left is not None else ev.long_steps + 1]
+    ref = z_test.reshape(-1, dim)
+    hist = histogram_distance(kept, ref, ev.bins) if len(kept) > 1 else np.ones(dim)
+    sample = ref[:: max(1, len(ref) // 4000)]
+    near = _near_fraction(kept, sample, ev.near)
+    x0 = torch.as_tensor(z_test[: ev.lyapunov_trajectories, 0])
+    lam = lyapunov_exponents(
+        _field(model), x0, dt=dt, n_steps=ev.lyapunov_steps, n_transient=ev.lyapunov_transient
+    )[0]
+    true_f = lorenz_vector_field(s.system, forcing=s.forcing)
+    mean_t, std_t = torch.as_tensor(mean), torch.as_tensor(std)
+    lam_true = lyapunov_exponents(
+        lambda zz: true_f(zz * std_t + mean_t) / std_t,
+        x0,
+        dt=dt,
+        n_steps=ev.lyapunov_steps,
+        n_transient=ev.lyapunov_transient,
+    )[0]
+    lt = lam_ref if lam_ref is not None else float(lam_true)
+    leads = np.arange(len(curve))
+    clim_std = float(np.sqrt((std**2).mean()))
+    above = np.flatnonzero(curve > 0.5 * clim_std)
+    name = cfg.model.kind if cfg.model.kind != "neural_ode" else f"neural_ode_{cfg.model.method}"
+    results[name] = {
+        "rmse_step_1": float(curve[1]),
+        "rmse_step_8": float(curve[min(8, len(curve) - 1)]),
+        **{
+            f"rmse_{q}lt": float(np.interp(q / (lt * dt), leads, curve))
+            for q in (0.5, 1, 2)
+            if q / (lt * dt) <= leads[-1]
+        },
+        "skill_horizon_lt": float(above[0] * dt * lt) if above.size else math.inf,
+        "lyapunov": float(lam),
+        "lyapunov_true_estimate": float(lam_true),
+        "lyapunov_rel_error": float(abs(lam - lt) / lt),
+        "hist_distance_mean": float(hist.mean()),
+        "hist_distance_max": float(hist.max()),
+        "on_attractor_fraction": near,
+        "rollout_steps": int(len(kept) - 1),
+        "left_attractor": float(left is not None),
+        **({"left_attractor_at_step": left} if left is not None else {}),
+        "time_s": round(time.perf_counter() - t0, 2),
+    }
+    ctx.log.info("dynamics %s: %s", name, results[name])
+    metrics = {
+        "task": "dynamics",
+        "methods": results,
+        "units": {"rmse_step_1": "1", "lyapunov": "1/time", "skill_horizon_lt": "Lyapunov times"},
+        "lyapunov_reference": lt,
+        "hist_distance_per_variable": hist.tolist(),
+    }
+    ctx.output("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    xr.Dataset(
+        {
+            "forecast_rmse": (("lead",), curve),
+            "rollout": (("step", "component"), kept * std + mean),
+        },
+        coords={"lead": leads, "lead_lyapunov_times": ("lead", leads * dt * lt)},
+        attrs={
+            "left_attractor_at_step": -1 if left is None else left,
+            "comment": "rollout is cut where it left the attractor (-1: never)",
+        },
+    ).to_netcdf(ctx.output("forecast.nc"))
+
+
+def _near_fraction(points: np.ndarray, attractor: np.ndarray, radius: float) -> float:
+    """Fraction of ``points`` within ``radius`` of a point of ``attractor`` (both normalised)."""
+    import torch
+
+    if len(points) == 0:
+        return 0.0
+    pts = torch.as_tensor(points[:: max(1, len(points) // 5000)])
+    ref = torch.as_tensor(attractor)
+    hits = 0
+    for i in range(0, len(pts), 1000):
+        d = torch.cdist(pts[i : i + 1000], ref).min(dim=1).values
+        hits += int((d <= radius).sum())
+    return hits / len(pts)
+
+
+def _report(ctx: StageContext) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geodl.report import plot_learning_curves, write_index
+
+    report_dir = ctx.output("report")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads(ctx.input("metrics.json").read_text())
+    figures = ["attractor.png", "error_growth.png"]
+    with (
+        xr.open_dataset(ctx.input("trajectories.nc")) as t,
+        xr.open_dataset(ctx.input("forecast.nc")) as f,
+    ):
+        test = t["test"].values[0]
+        roll = f["rollout"].values
+        j = 2 if test.shape[1] > 2 else 1
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+        axes[0].plot(test[:, 0], test[:, j], "k", lw=0.3)
+        axes[0].set_title("truth (test trajectory)")
+        axes[1].plot(roll[:, 0], roll[:, j], "C1", lw=0.3)
+        left = int(f.attrs["left_attractor_at_step"])
+        axes[1].set_title(
+            "learned model, long rollout" + (f" (left at step {left})" if left >= 0 else "")
+        )
+        for ax in axes:
+            ax.set_xlabel("x0")
+        axes[0].set_ylabel(f"x{j}")
+        fig.tight_layout()
+        fig.savefig(report_dir / "attractor.png", dpi=100)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.semilogy(f["lead_lyapunov_times"].values[1:], f["forecast_rmse"].values[1:])
+        ax.set_xlabel("lead time (Lyapunov times)")
+        ax.set_ylabel("forecast RMSE")
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(report_dir / "error_growth.png", dpi=100)
+        plt.close(fig)
+    logs = ctx.run_dir / "logs" / "dynamics"
+    if logs.exists() and any(logs.rglob("metrics.csv")):
+        plot_learning_curves(logs, report_dir / "learning_curves.png", "dynamics training")
+        figures.append("learning_curves.png")
+    write_index(report_dir, ctx.cfg.experiment.name, metrics, figures)
+
+
+EXPERIMENT = register(
+    Experiment(
+        task="dynamics",
+        schema=DynamicsConfig,
+        stages=(
+            Stage("simulate", _simulate, sections=("simulate",), outputs=("trajectories.nc",)),
+            Stage(
+                "train",
+                _train,
+                sections=("model", "train"),
+                needs=("simulate",),
+                outputs=("model",),
+            ),
+            Stage(
+                "evaluate",
+                _evaluate,
+                sections=("evaluate",),
+                needs=("simulate", "train"),
+                outputs=("metrics.json", "forecast.nc"),
+            ),
+            Stage(
+                "report",
+                _report,
+                sections=(),
+                needs=("simulate", "evaluate"),
+                outputs=("report",),
+            ),
+        ),
+    )
+)

@@ -1,0 +1,102 @@
+"""Dynamics task: training, forecast/Lyapunov/rollout scores, divergence reporting, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from geodl.cli import main
+from geodl.pipeline import run_experiment
+from geodl.tasks import load_config
+from geodl.tasks.dynamics import histogram_distance, leave_step
+
+QUICK = "configs/l63_dynamics_quick.yaml"
+TINY = [
+    "simulate.n_steps=300",
+    "simulate.n_train_trajectories=2",
+    "train.max_epochs=3",
+    "evaluate.lead_steps=100",
+    "evaluate.n_forecasts=4",
+    "evaluate.lyapunov_steps=100",
+    "evaluate.lyapunov_transient=0",
+    "evaluate.long_steps=400",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dyn") / "run"
+    cfg, exp = load_config(QUICK, TINY)
+    run_experiment(cfg, exp, out, echo=lambda s: None)
+    return out
+
+
+def test_quick_run_scores_and_report(quick_run):
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert metrics["task"] == "dynamics" and metrics["lyapunov_reference"] == 0.906
+    m = metrics["methods"]["bilinear_resnet"]
+    for key in ("rmse_step_1", "rmse_step_8", "lyapunov", "hist_distance_mean"):
+        assert np.isfinite(m[key]), key
+    assert m["rmse_step_1"] < m["rmse_step_8"]  # errors grow with lead time
+    assert 0.0 <= m["on_attractor_fraction"] <= 1.0
+    with xr.open_dataset(quick_run / "forecast.nc") as f:
+        assert f.sizes["lead"] == 101
+        assert np.isfinite(f["rollout"].values).all()  # never NaN-filled
+    page = (quick_run / "report" / "index.html").read_text()
+    assert "attractor.png" in page and "error_growth.png" in page
+
+
+def test_divergent_model_is_cut_and_reported(quick_run, tmp_path):
+    """Blow up the learned field: the rollout leaves the attractor; the step is reported and the
+    saved rollout stops there, finite."""
+    ckpt = torch.load(quick_run / "model" / "model.pt", weights_only=True)
+    ckpt["state_dict"]["linear.bias"] = ckpt["state_dict"]["linear.bias"] + 50.0
+    torch.save(ckpt, quick_run / "model" / "model.pt")
+    assert (
+        main(
+            [
+                "stage",
+                "evaluate",
+                QUICK,
+                "--out",
+                str(quick_run),
+                *sum((["--set", o] for o in TINY), []),
+            ]
+        )
+        == 0
+    )
+    m = json.loads((quick_run / "metrics.json").read_text())["methods"]["bilinear_resnet"]
+    assert m["left_attractor"] == 1.0
+    step = m["left_attractor_at_step"]
+    assert 0 < step <= 400 and m["rollout_steps"] == step - 1
+    with xr.open_dataset(quick_run / "forecast.nc") as f:
+        assert f.attrs["left_attractor_at_step"] == step
+        assert f.sizes["step"] == step and np.isfinite(f["rollout"].values).all()
+
+
+def test_histogram_distance_and_leave_step():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(20000, 1))
+    assert histogram_distance(a, rng.normal(size=(20000, 1)), 20)[0] < 0.05
+    assert histogram_distance(a, 2.0 + a, 20)[0] > 0.5
+    assert leave_step(np.zeros((5, 2)), 1.0) is None
+    assert leave_step(np.array([[0.0, 0.0], [0.0, -3.0]]), 1.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("evaluate.lead_steps=400", "evaluate.lead_steps=400 is longer than the test trajectories"),
+        ("model.rollout=400", "model.rollout=400 steps needs trajectories longer"),
+    ],
+)
+def test_config_errors(tmp_path, capsys, override, match):
+    args = ["run", QUICK, "--out", str(tmp_path / "r"), "--set", "simulate.n_steps=300"]
+    args += ["--set", "train.max_epochs=1", "--set", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
