@@ -623,6 +623,19 @@ def _worker_init(_: int) -> None:
     dask.config.set(scheduler="synchronous")
 
 
+class _StreamLoader(DataLoader):
+    """Advances the stream's epoch at every pass, so each epoch has a new block order.
+
+    Workers are not persistent for streams: each pass ships the dataset, with its new epoch, to
+    fresh workers (a persistent worker would keep the first epoch's order forever).
+    """
+
+    def __iter__(self):
+        self.dataset.set_epoch(self._next_epoch)
+        self._next_epoch += 1
+        return super().__iter__()
+
+
 def make_loader(
     dataset: PatchDataset | PatchStream,
     *,
@@ -634,9 +647,11 @@ def make_loader(
 ) -> DataLoader:
     """A ``DataLoader`` wired for geodl datasets.
 
-    Sets :func:`collate`, single-threaded Dask in workers, persistent workers, and pinned memory
-    when a GPU is present (``pin_memory=None``). A :class:`PatchStream` already yields batches, so
-    ``batch_size`` and ``shuffle`` apply to :class:`PatchDataset` only.
+    Sets :func:`collate`, single-threaded Dask in workers, and pinned memory when a GPU is
+    present (``pin_memory=None``). A :class:`PatchStream` already yields batches, so
+    ``batch_size`` and ``shuffle`` apply to :class:`PatchDataset` only; its loader calls
+    :meth:`PatchStream.set_epoch` with 0, 1, 2, ... at each pass (Lightning re-iterates the same
+    loader every epoch, and does not call ``set_epoch`` on datasets).
 
     Examples
     --------
@@ -653,9 +668,11 @@ def make_loader(
         pin_memory=pin_memory,
         collate_fn=collate,
         worker_init_fn=_worker_init if num_workers else None,
-        persistent_workers=num_workers > 0,
     )
     common.update(kwargs)
     if isinstance(dataset, PatchStream):
-        return DataLoader(dataset, batch_size=None, **common)
+        loader = _StreamLoader(dataset, batch_size=None, **common)
+        loader._next_epoch = dataset.epoch
+        return loader
+    common.setdefault("persistent_workers", num_workers > 0)
     return DataLoader(dataset, batch_size=batch_size or 1, shuffle=shuffle, **common)

@@ -184,3 +184,14 @@ def test_cache_smaller_than_a_group_warns(tmp_path, caplog):
         small = PatchStream(src, size, stride, cache_bytes=6 * 8 * 8 * 5)
     assert "below twice the working set" in caplog.text
     assert sum(b.batch_size for b in small) == len(small.index)  # still correct, only slower
+
+
+def test_stream_loader_reshuffles_every_epoch_with_workers(field):
+    stream = PatchStream(GriddedSource(field, "ssh"), SIZE, STRIDE, batch_size=8, seed=5)
+    loader = make_loader(stream, num_workers=2, multiprocessing_context="fork")
+    first = torch.cat([b.starts for b in loader])
+    second = torch.cat([b.starts for b in loader])
+    assert len(first) == len(second) == len(stream.index)
+    assert not torch.equal(first, second)
+    assert sorted(map(tuple, first.tolist())) == sorted(map(tuple, second.tolist()))
+    assert stream.epoch == 1
