@@ -88,6 +88,7 @@ def optimal_interpolation(
     max_obs: int = 1000,
     mean: float | None = None,
     batch_tiles: int = 16,
+    min_tile: int = 16,
 ) -> tuple[Tensor, Tensor]:
     """OI of gridded observations onto the same grid.
 
@@ -98,10 +99,12 @@ def optimal_interpolation(
     params : covariance scales and standard deviations.
     tile : (nt, ny, nx) grid points per tile; each tile is one local system.
     cutoff : observations within ``cutoff`` scales of a tile (in t, y and x) enter its system.
-    max_obs : the closest ``max_obs`` observations (in scaled distance to the tile centre) are kept
-        when more are in range, which bounds the cost of a solve.
+    max_obs : a tile with more observations in range is split until each system has at most
+        ``max_obs`` rows, which bounds the cost of a solve without starving any target.
     mean : background value removed before and added after (default: mean of the observations).
     batch_tiles : tiles solved together in one batched Cholesky.
+    min_tile : tiles are not split below this many grid points; beyond it the nearest ``max_obs``
+        observations of the tile centre are used (dense observations: local OI).
 
     Returns
     -------
@@ -136,33 +139,56 @@ def optimal_interpolation(
     scale = pts.new_tensor([params.lt, params.ly, params.lx])
 
     nt, ny, nx = tile
-    tiles = [
-        (a, b, c)
+    todo = [
+        ((a, min(a + nt, len(t))), (b, min(b + ny, len(y))), (c, min(c + nx, len(x))))
         for a in range(0, len(t), nt)
         for b in range(0, len(y), ny)
         for c in range(0, len(x), nx)
     ]
+    coords = (t, y, x)
+
+    def near(box: tuple[tuple[int, int], ...]) -> Tensor:
+        lo = torch.stack([coords[k][box[k][0]] for k in range(3)])
+        hi = torch.stack([coords[k][box[k][1] - 1] for k in range(3)])
+        # scaled distance from each observation to the tile's bounding box
+        gap = torch.maximum(lo - pts, pts - hi).clamp_min(0) / scale
+        return (gap <= cutoff).all(-1).nonzero().squeeze(-1)
+
+    # A tile whose system would exceed max_obs is halved along its longest side (in correlation
+    # scales) until it fits, so that every target keeps the observations around it.
+    tiles: list[tuple[tuple[tuple[int, int], ...], Tensor]] = []
+    while todo:
+        box = todo.pop()
+        sel = near(box)
+        sizes = [box[k][1] - box[k][0] for k in range(3)]
+        if len(sel) <= max_obs or math.prod(sizes) <= min_tile:
+            if len(sel) > max_obs:  # a small tile: keep the observations nearest its centre
+                centre = torch.stack(
+                    [(coords[k][box[k][0]] + coords[k][box[k][1] - 1]) / 2 for k in range(3)]
+                )
+                sel = sel[(((pts[sel] - centre) / scale) ** 2).sum(-1).argsort()[:max_obs]]
+            tiles.append((box, sel))
+            continue
+        extent = [
+            (coords[k][box[k][1] - 1] - coords[k][box[k][0]]) / scale[k] if sizes[k] > 1 else -1
+            for k in range(3)
+        ]
+        k = int(torch.stack([torch.as_tensor(e, dtype=dtype) for e in extent]).argmax())
+        mid = box[k][0] + sizes[k] // 2
+        todo.append(tuple((box[i][0], mid) if i == k else box[i] for i in range(3)))
+        todo.append(tuple((mid, box[i][1]) if i == k else box[i] for i in range(3)))
+
     out_mean = torch.zeros_like(obs)
     out_var = torch.full_like(obs, params.signal_std**2)
     for first in range(0, len(tiles), batch_tiles):
         group = tiles[first : first + batch_tiles]
-        targets, selections = [], []
-        for a, b, c in group:
-            gt, gy, gx = t[a : a + nt], y[b : b + ny], x[c : c + nx]
-            lo = torch.stack((gt.min(), gy.min(), gx.min()))
-            hi = torch.stack((gt.max(), gy.max(), gx.max()))
-            # scaled distance from each observation to the tile's bounding box
-            gap = torch.maximum(lo - pts, pts - hi).clamp_min(0) / scale
-            near = (gap <= cutoff).all(-1).nonzero().squeeze(-1)
-            if len(near) > max_obs:
-                centre = (lo + hi) / 2
-                dist = (((pts[near] - centre) / scale) ** 2).sum(-1)
-                near = near[dist.argsort()[:max_obs]]
-            grid = torch.cartesian_prod(gt, gy, gx) if len(gt) * len(gy) * len(gx) > 1 else None
-            if grid is None:
-                grid = torch.stack((gt, gy, gx), -1)
-            targets.append(grid)
-            selections.append(near)
+        targets = [
+            torch.cartesian_prod(*(coords[k][box[k][0] : box[k][1]] for k in range(3))).reshape(
+                -1, 3
+            )
+            for box, _ in group
+        ]
+        selections = [sel for _, sel in group]
         n_max = max(1, max(len(s) for s in selections))
         m_max = max(len(g) for g in targets)
         # pad every tile's system to (n_max, m_max): padded observations have zero covariance with
@@ -188,9 +214,10 @@ def optimal_interpolation(
         mean_tile = (bgo @ alpha).squeeze(-1)  # (G, M)
         v = torch.linalg.solve_triangular(chol, bgo.transpose(1, 2), upper=False)  # (G, N, M)
         var_tile = params.signal_std**2 - (v * v).sum(1)
-        for i, (a, b, c) in enumerate(group):
-            shape = (min(nt, len(t) - a), min(ny, len(y) - b), min(nx, len(x) - c))
+        for i, (box, _) in enumerate(group):
+            region = tuple(slice(lo, hi) for lo, hi in box)
+            shape = tuple(hi - lo for lo, hi in box)
             n = math.prod(shape)
-            out_mean[a : a + nt, b : b + ny, c : c + nx] = mean_tile[i, :n].reshape(shape)
-            out_var[a : a + nt, b : b + ny, c : c + nx] = var_tile[i, :n].reshape(shape)
+            out_mean[region] = mean_tile[i, :n].reshape(shape)
+            out_var[region] = var_tile[i, :n].reshape(shape)
     return out_mean + background, out_var.clamp_min(0).sqrt()

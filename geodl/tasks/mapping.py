@@ -37,7 +37,16 @@ from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TaskModule, TrainSection, fit, load_checkpoint, load_model_weights
 
-__all__ = ["LEARNED", "METHODS", "MappingConfig", "grid_km", "mapping_loss"]
+__all__ = [
+    "LEARNED",
+    "METHODS",
+    "MappingConfig",
+    "grid_km",
+    "mapping_loss",
+    "reconstruct_learned",
+    "reconstruct_oi",
+    "train_model",
+]
 
 log = logging.getLogger("geodl.mapping")
 
@@ -320,6 +329,11 @@ def _prepare(ctx: StageContext) -> None:
     src = GriddedSource(_truth_path(ctx), target=var, land_mask=cfg.data.land_mask)
     t_dim, y_dim, x_dim = src.dims
     truth = src.variable(var, dask=False).load()
+    if not np.isfinite(truth.values).any():
+        raise DataError(
+            f"truth variable '{var}' in {_truth_path(ctx)} is NaN everywhere; check data.variable "
+            "or the file's _FillValue"
+        )
     obs = _observe(ctx, truth, src.dims)
     if not np.isfinite(obs).any():
         raise DataError(f"no observation at all of '{var}' (obs.kind {cfg.obs.kind})")
@@ -356,10 +370,11 @@ def _prepare(ctx: StageContext) -> None:
     train_obs = obs[splits["train"].start : splits["train"].stop]
     obs_std = float(np.nanstd(train_obs))
     warnings = []
-    if cfg.obs.kind != "file" and cfg.obs.noise_std > obs_std:
+    # the observations' variance is signal + noise: noise above half of it means a negative SNR
+    if cfg.obs.kind != "file" and cfg.obs.noise_std > obs_std / math.sqrt(2):
         msg = (
-            f"obs.noise_std {cfg.obs.noise_std:g} exceeds the std of the observed signal "
-            f"({obs_std:.3g}): the observations are mostly noise"
+            f"obs.noise_std {cfg.obs.noise_std:g} exceeds the std of the signal it observes "
+            f"(observations' std {obs_std:.3g}): the observations are mostly noise"
         )
         log.warning(msg)
         warnings.append(msg)
@@ -447,76 +462,135 @@ def mapping_loss(
     return loss_fn
 
 
-def _patch(cfg: Any) -> tuple[dict[str, int], dict[str, int]]:
-    p = cfg.patch
+def _patch(p: PatchSection) -> tuple[dict[str, int], dict[str, int]]:
     size = {"time": p.time, "y": p.y, "x": p.x}
     stride = {"time": p.stride_time, "y": p.stride_y or p.y, "x": p.stride_x or p.x}
     return size, stride
 
 
-def _build(method: str, cfg: Any) -> torch.nn.Module:
+def train_model(
+    method: str,
+    source: GriddedSource,
+    splits: dict[str, tuple[int, int]],
+    normalizer: dict[str, Any],
+    *,
+    patch: PatchSection,
+    section: LearnedSection,
+    noise_std: float,
+    ckpt_dir: Path,
+    log_dir: Path,
+    key: str,
+    metadata: dict[str, Any],
+) -> tuple[torch.nn.Module, Path]:
+    """Train one learned mapping method on the ``train`` split (validated on ``val``).
+
+    ``noise_std`` is the observation noise in the target's units (used by mask-swap augmentation).
+    Returns the trained model and its checkpoint (averaged, else best on validation, else last).
+    """
     from geodl.models import build_model
 
-    return build_model(method, in_channels=1, n_times=cfg.patch.time, **getattr(cfg, method).model)
+    size, stride = _patch(patch)
+    norm = Normalizer(normalizer)
+    data = {
+        name: PatchDataset(
+            source,
+            size,
+            stride,
+            split=tuple(splits[name]),
+            normalizer=norm,
+            max_land_fraction=patch.max_land_fraction,
+        )
+        for name in ("train", "val")
+    }
+    for name, ds in data.items():
+        if len(ds) == 0:
+            raise DataError(f"split '{name}' has no usable patch of size {size}")
+    var = source.target[0]
+    model = build_model(method, in_channels=1, n_times=patch.time, **section.model)
+    times = source.times
+
+    def describe(batch: Any) -> str:
+        i0, i1 = int(batch.time_index.min()), int(batch.time_index.max()) + patch.time - 1
+        return f"batch times {times[i0]} .. {times[min(i1, len(times) - 1)]}"
+
+    module = TaskModule(
+        model,
+        mapping_loss(
+            section.loss,
+            mask_swap=section.mask_swap,
+            noise_std=noise_std / normalizer["variables"][var]["std"],
+        ),
+        section.train,
+        describe_batch=describe,
+        metadata={**metadata, "method": method, "normalizer": normalizer},
+    )
+    result = fit(
+        module,
+        data["train"],
+        data["val"],
+        section.train,
+        ckpt_dir=ckpt_dir,
+        log_dir=log_dir,
+        key=key,
+        collate_fn=collate,
+    )
+    best = result.averaged_path or result.best_path or result.last_path
+    log.info("%s trained: %d epochs, best val %s", method, result.epochs, result.best_score)
+    return load_model_weights(model, load_checkpoint(best)).eval(), best
+
+
+def reconstruct_learned(
+    model: torch.nn.Module,
+    source: GriddedSource,
+    split: tuple[int, int],
+    normalizer: dict[str, Any],
+    patch: PatchSection,
+    *,
+    batch_size: int = 8,
+) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """Mean (and std, for models with a variance head) over the time range ``split``, stitched
+    from overlapping patches in the source's units."""
+    var = source.target[0]
+    size, stride = _patch(patch)
+    norm = Normalizer(normalizer)
+    data = PatchDataset(source, size, stride, split=split, normalizer=norm)
+    means, stds, starts = [], [], []
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    model = model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
+            means.append(out.mean)
+            if out.log_var is not None:
+                stds.append(torch.exp(0.5 * out.log_var))
+            starts.append(batch.starts)
+    start = torch.cat(starts)
+    mean = stitch(torch.cat(means), start, source, names=[var], normalizer=norm)[var]
+    std = None
+    if stds:
+        scale = float(normalizer["variables"][var]["std"])
+        std = stitch(torch.cat(stds), start, source, names=[var])[var] * scale
+    return mean, std
 
 
 def _train_stage(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
         cfg = ctx.cfg
-        mcfg = getattr(cfg, method)
         prep = _prep(ctx)
-        source = _source(ctx)
-        size, stride = _patch(cfg)
-        norm = Normalizer(prep["normalizer"])
-        data = {
-            name: PatchDataset(
-                source,
-                size,
-                stride,
-                split=tuple(prep["splits"][name]),
-                normalizer=norm,
-                max_land_fraction=cfg.patch.max_land_fraction,
-            )
-            for name in ("train", "val")
-        }
-        for name, ds in data.items():
-            if len(ds) == 0:
-                raise DataError(f"split '{name}' has no usable patch of size {size}")
-        noise = cfg.obs.noise_std / prep["normalizer"]["variables"][cfg.data.variable]["std"]
-        model = _build(method, cfg)
-        times = source.times
-
-        def describe(batch: Any) -> str:
-            i0, i1 = int(batch.time_index.min()), int(batch.time_index.max()) + cfg.patch.time - 1
-            return f"batch times {times[i0]} .. {times[min(i1, len(times) - 1)]}"
-
-        module = TaskModule(
-            model,
-            mapping_loss(mcfg.loss, mask_swap=mcfg.mask_swap, noise_std=noise),
-            mcfg.train,
-            describe_batch=describe,
-            metadata={
-                "method": method,
-                "config": cfg.model_dump(mode="json"),
-                "normalizer": prep["normalizer"],
-                "grid": prep["grid"],
-            },
-        )
-        result = fit(
-            module,
-            data["train"],
-            data["val"],
-            mcfg.train,
+        _, best = train_model(
+            method,
+            _source(ctx),
+            prep["splits"],
+            prep["normalizer"],
+            patch=cfg.patch,
+            section=getattr(cfg, method),
+            noise_std=cfg.obs.noise_std,
             ckpt_dir=ctx.run_dir / "checkpoints" / method,
             log_dir=ctx.run_dir / "logs" / method,
             key=ctx.key,
-            collate_fn=collate,
+            metadata={"config": cfg.model_dump(mode="json"), "grid": prep["grid"]},
         )
-        best = result.averaged_path or result.best_path or result.last_path
         shutil.copyfile(best, ctx.output(f"models/{method}.ckpt"))
-        ctx.log.info(
-            "%s trained: %d epochs, best val %.4g", method, result.epochs, result.best_score
-        )
 
     return run
 
@@ -543,35 +617,68 @@ def _write_prediction(
     ).to_netcdf(ctx.output(f"predictions/{method}.nc"))
 
 
-def _predict_oi(ctx: StageContext) -> None:
+def reconstruct_oi(
+    obs: xr.DataArray,
+    dims: tuple[str, str, str],
+    oi: OISection,
+    *,
+    noise_std: float,
+    signal_std: float,
+    mean: float,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Optimal interpolation of gridded observations ``obs`` (NaN where unobserved)."""
     from geodl.baselines import OIParams, optimal_interpolation
 
-    cfg, prep = ctx.cfg, _prep(ctx)
-    var = cfg.data.variable
-    t_dim, y_dim, x_dim = prep["dims"]
-    a, b = prep["splits"]["test"]
-    with xr.open_dataset(ctx.input("obs.nc")) as ds:
-        obs = ds[f"{var}_obs"].isel({t_dim: slice(a, b)}).load()
+    t_dim, y_dim, x_dim = dims
+    obs = obs.transpose(t_dim, y_dim, x_dim)
     y_km, x_km, _ = grid_km(obs, y_dim, x_dim)
-    noise = cfg.oi.noise_std or max(cfg.obs.noise_std, 1e-6)
-    signal = cfg.oi.signal_std or math.sqrt(max(prep["obs_std_train"] ** 2 - noise**2, 1e-12))
     params = OIParams(
-        lx=cfg.oi.lx_km, ly=cfg.oi.ly_km, lt=cfg.oi.lt_days, signal_std=signal, noise_std=noise
+        lx=oi.lx_km,
+        ly=oi.ly_km,
+        lt=oi.lt_days,
+        signal_std=oi.signal_std or signal_std,
+        # a floor keeps the system well conditioned when observations are given as exact
+        noise_std=oi.noise_std or max(noise_std, 1e-3 * (oi.signal_std or signal_std)),
     )
-    mean, std = optimal_interpolation(
+    m, s = optimal_interpolation(
         torch.from_numpy(obs.values.astype(np.float64)),
         torch.from_numpy(_days(obs[t_dim].values)),
         torch.from_numpy(y_km),
         torch.from_numpy(x_km),
         params,
-        tile=(cfg.oi.tile_time, cfg.oi.tile_space, cfg.oi.tile_space),
-        max_obs=cfg.oi.max_obs,
+        tile=(oi.tile_time, oi.tile_space, oi.tile_space),
+        max_obs=oi.max_obs,
+        mean=mean,
+    )
+    attrs = {"units": obs.attrs.get("units", "")}
+    return (
+        xr.DataArray(m.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords, attrs=attrs),
+        xr.DataArray(s.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords, attrs=attrs),
+    )
+
+
+def _signal_std(obs_std: float, noise_std: float) -> float:
+    """Signal std from the observations' spread minus the noise variance."""
+    return math.sqrt(max(obs_std**2 - noise_std**2, 1e-12))
+
+
+def _predict_oi(ctx: StageContext) -> None:
+    cfg, prep = ctx.cfg, _prep(ctx)
+    var = cfg.data.variable
+    t_dim = prep["dims"][0]
+    a, b = prep["splits"]["test"]
+    with xr.open_dataset(ctx.input("obs.nc")) as ds:
+        obs = ds[f"{var}_obs"].isel({t_dim: slice(a, b)}).load()
+    m, s = reconstruct_oi(
+        obs,
+        tuple(prep["dims"]),
+        cfg.oi,
+        noise_std=cfg.obs.noise_std,
+        signal_std=_signal_std(prep["obs_std_train"], cfg.obs.noise_std),
         mean=prep["obs_mean_train"],
     )
     land = _land(ctx)
-    m = xr.DataArray(mean.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords)
-    s = xr.DataArray(std.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords)
-    m.attrs["units"] = prep["units"]
+    m.attrs["units"] = s.attrs["units"] = prep["units"]
     _write_prediction(ctx, "oi", m.where(~land), s.where(~land))
 
 
@@ -584,31 +691,21 @@ def _land(ctx: StageContext) -> xr.DataArray:
 
 def _predict_learned(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
+        from geodl.models import build_model
+
         cfg, prep = ctx.cfg, _prep(ctx)
-        var = cfg.data.variable
         ckpt = load_checkpoint(ctx.input(f"models/{method}.ckpt"))
-        model = load_model_weights(_build(method, cfg), ckpt).eval()
-        source = _source(ctx)
-        size, stride = _patch(cfg)
-        norm = Normalizer(ckpt["geodl"]["normalizer"])
-        data = PatchDataset(
-            source, size, stride, split=tuple(prep["splits"]["test"]), normalizer=norm
+        model = build_model(
+            method, in_channels=1, n_times=cfg.patch.time, **getattr(cfg, method).model
         )
-        means, stds, starts = [], [], []
-        loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=collate)
-        with torch.no_grad():
-            for batch in loader:
-                out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
-                means.append(out.mean)
-                if out.log_var is not None:
-                    stds.append(torch.exp(0.5 * out.log_var))
-                starts.append(batch.starts)
-        start = torch.cat(starts)
-        mean = stitch(torch.cat(means), start, source, names=[var], normalizer=norm)[var]
-        std = None
-        if stds:
-            scale = float(prep["normalizer"]["variables"][var]["std"])
-            std = stitch(torch.cat(stds), start, source, names=[var])[var] * scale
+        model = load_model_weights(model, ckpt)
+        mean, std = reconstruct_learned(
+            model,
+            _source(ctx),
+            tuple(prep["splits"]["test"]),
+            ckpt["geodl"]["normalizer"],
+            cfg.patch,
+        )
         mean.attrs["units"] = prep["units"]
         _write_prediction(ctx, method, mean, std)
 
@@ -634,6 +731,8 @@ def _evaluate(ctx: StageContext) -> None:
         results[method] = score(pred, truth, std=std, **grid, **dims)
         ctx.log.info("%s: %s", method, results[method])
     units = score_units(truth, **grid, **dims)
+    if prep["grid"]["kind"] == "projected":
+        units["lambda_x"] = "km"
     metrics = {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
     ctx.output("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 

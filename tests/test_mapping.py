@@ -1,0 +1,300 @@
+"""Mapping experiment on a user-supplied lat/lon NetCDF truth, its bad inputs, and the Python API."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import geodl.mapping
+from geodl.cli import main
+from geodl.data import Batch
+from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.tasks.mapping import mapping_loss
+from geodl.testing import make_field
+
+TINY = {"depth": 1, "width": 4}
+FAST = "{max_epochs: 1, batch_size: 4, progress_bar: false}"
+
+
+def _config(tmp_path, truth, extra=""):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"""experiment: {{name: latlon, task: mapping}}
+data: {{path: {truth}, variable: ssh}}
+obs: {{kind: nadir, noise_std: 0.01, track_spacing_km: 120.0}}
+split:
+  train: ['2020-01-01', '2020-01-30']
+  val: ['2020-02-05', '2020-02-14']
+  test: ['2020-02-20', '2020-02-29']
+patch: {{time: 4, y: 16, x: 24}}
+methods: [oi, unet]
+oi: {{lx_km: 80.0, ly_km: 80.0, lt_days: 3.0, noise_std: 0.1}}
+unet:
+  model: {{depth: 1, width: 4}}
+  train: {FAST}
+report: {{days: [2]}}
+{extra}"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def truth_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("truth") / "truth.nc"
+    ds = make_field(nt=60)
+    ds["ssh"].attrs["units"] = "m"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def latlon_run(tmp_path_factory, truth_file):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = _config(tmp, truth_file)
+    out = tmp / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    return cfg, out
+
+
+def test_user_latlon_truth_end_to_end(latlon_run, truth_file):
+    _, out = latlon_run
+    truth = xr.open_dataset(truth_file)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "mapping" and set(metrics["methods"]) == {"oi", "unet"}
+    for values in metrics["methods"].values():
+        assert {"rmse", "mu", "mu_std", "lambda_x", "lambda_t"} <= set(values)
+        assert all(np.isfinite(v) for v in values.values())
+    assert {"coverage_68", "coverage_95", "crps"} <= set(metrics["methods"]["oi"])
+    for method in ("oi", "unet"):
+        pred = xr.open_dataset(out / "predictions" / f"{method}.nc")
+        assert pred["ssh"].dims == ("time", "lat", "lon")
+        np.testing.assert_array_equal(pred["lat"], truth["lat"])
+        np.testing.assert_array_equal(pred["lon"], truth["lon"])
+        assert pred["ssh"].attrs["units"] == "m" and pred.attrs["Conventions"] == "CF-1.8"
+        assert pred.sizes["time"] == 10
+        ocean = truth["land_mask"].values == 0
+        assert np.isfinite(pred["ssh"].values[:, ocean]).all()
+    # OI on a smooth field with tracks every 120 km must explain most of the variance
+    assert metrics["methods"]["oi"]["mu"] > 0.5
+    html = (out / "report" / "index.html").read_text()
+    assert html.count("<img") >= 3 and "psd_score.png" in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["stages"]] == [
+        "prepare",
+        "train_unet",
+        "predict_oi",
+        "predict_unet",
+        "evaluate",
+        "report",
+    ]
+
+
+def test_rerun_skips_and_method_change_reruns_only_it(latlon_run, capsys):
+    cfg, out = latlon_run
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    assert "0 stage(s) ran, 6 skipped" in capsys.readouterr().out
+    assert main(["run", str(cfg), "--out", str(out), "--set", "oi.lt_days=4.0"]) == 0
+    text = capsys.readouterr().out
+    assert "predict_oi: running" in text and "train_unet: skipped" in text
+    assert "3 stage(s) ran" in text  # predict_oi, evaluate, report
+
+
+def _run_error(tmp_path, truth, extra, capsys, *sets):
+    cfg = _config(tmp_path, truth, extra)
+    code = main(["run", str(cfg), "--out", str(tmp_path / "o"), *sets])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def test_obs_file_on_another_grid(tmp_path, truth_file, capsys):
+    ds = make_field(nt=60)
+    ds = ds.assign_coords(lon=ds["lon"] + 1.0)
+    ds["ssh"].to_netcdf(tmp_path / "obs.nc")
+    line = _run_error(
+        tmp_path,
+        truth_file,
+        "",
+        capsys,
+        "--set",
+        "obs.kind=file",
+        "--set",
+        f"obs.path={tmp_path / 'obs.nc'}",
+        "--set",
+        "obs.variable=ssh",
+    )
+    assert "its x axis" in line and "differs from the truth" in line
+
+
+def test_obs_point_table_is_binned(tmp_path, truth_file):
+    truth = xr.open_dataset(truth_file)
+    lat, lon = truth["lat"].values, truth["lon"].values
+    n = 400
+    rng = np.random.default_rng(0)
+    it = rng.integers(0, 60, n)
+    iy, ix = rng.integers(0, 16, n), rng.integers(0, 24, n)
+    table = xr.Dataset(
+        {
+            "sla": ("obs", truth["ssh"].values[it, iy, ix]),
+            "time": ("obs", truth["time"].values[it]),
+            "lat": ("obs", lat[iy]),
+            "lon": ("obs", lon[ix]),
+        }
+    )
+    table.to_netcdf(tmp_path / "points.nc")
+    cfg = _config(tmp_path, truth_file)
+    out = tmp_path / "o"
+    sets = [
+        "--set",
+        "obs.kind=file",
+        "--set",
+        f"obs.path={tmp_path / 'points.nc'}",
+        "--set",
+        "obs.variable=sla",
+        "--set",
+        "methods=[oi]",
+    ]
+    assert main(["stage", "prepare", str(cfg), "--out", str(out), *sets]) == 0
+    obs = xr.open_dataset(out / "obs.nc")["ssh_obs"].values
+    finite = np.isfinite(obs)
+    assert 0 < finite.sum() <= n
+    np.testing.assert_allclose(
+        obs[it[0], iy[0], ix[0]], truth["ssh"].values[it[0], iy[0], ix[0]], rtol=1e-5
+    )
+
+
+def test_split_without_observations(tmp_path, truth_file, capsys):
+    ds = make_field(nt=60)
+    obs = ds["ssh"].where(ds["time"] < np.datetime64("2020-02-15"))
+    obs.to_netcdf(tmp_path / "obs.nc")
+    line = _run_error(
+        tmp_path,
+        truth_file,
+        "",
+        capsys,
+        "--set",
+        "obs.kind=file",
+        "--set",
+        f"obs.path={tmp_path / 'obs.nc'}",
+        "--set",
+        "obs.variable=ssh",
+    )
+    assert "split 'test'" in line and "holds no observation" in line
+
+
+def test_all_nan_truth(tmp_path, capsys):
+    ds = make_field(nt=60)
+    ds["ssh"][:] = np.nan
+    ds.to_netcdf(tmp_path / "nan.nc")
+    line = _run_error(tmp_path, tmp_path / "nan.nc", "", capsys)
+    assert "NaN" in line
+
+
+def test_unknown_method_lists_methods(tmp_path, truth_file, capsys):
+    line = _run_error(tmp_path, truth_file, "", capsys, "--set", "methods=[kriging]")
+    assert "'oi', 'unet', 'dincae' or 'fourdvarnet'" in line
+
+
+def test_land_only_patches(tmp_path, truth_file, capsys):
+    line = _run_error(
+        tmp_path,
+        truth_file,
+        "",
+        capsys,
+        "--set",
+        "patch.max_land_fraction=0.0",
+        "--set",
+        "methods=[unet]",
+    )
+    assert "zero usable patches" in line and "max_land_fraction" in line
+
+
+def test_noise_larger_than_signal_is_warned(tmp_path, truth_file):
+    cfg = _config(tmp_path, truth_file)
+    out = tmp_path / "o"
+    assert (
+        main(["stage", "prepare", str(cfg), "--out", str(out), "--set", "obs.noise_std=50.0"]) == 0
+    )
+    prep = json.loads((out / "prepare.json").read_text())
+    assert any("mostly noise" in w for w in prep["warnings"])
+
+
+def _batch(b=4, t=3, h=8, w=8):
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(b, t, 1, h, w, generator=gen)
+    mask = torch.rand(b, t, 1, h, w, generator=gen) < 0.3
+    mask[0] = False
+    return Batch(
+        target=target,
+        obs=torch.where(mask, target, 0.0),
+        obs_mask=mask,
+        target_mask=torch.ones_like(mask),
+        land_mask=torch.zeros(b, 1, 1, h, w, dtype=torch.bool),
+        time_index=torch.arange(b),
+        y0=torch.zeros(b, dtype=torch.long),
+        x0=torch.zeros(b, dtype=torch.long),
+    )
+
+
+def test_mask_swap_uses_other_windows_masks():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, obs, mask):
+            seen.append(mask.clone())
+            from geodl.models import MappingOutput
+
+            return MappingOutput(mean=obs, log_var=None)
+
+    batch = _batch()
+    spy = Spy().train()
+    mapping_loss({"mse": 1.0}, mask_swap=1.0, noise_std=0.0)(spy, batch)
+    torch.testing.assert_close(seen[-1], torch.roll(batch.obs_mask, 1, 0).float())
+    spy.eval()
+    mapping_loss({"mse": 1.0}, mask_swap=1.0)(spy, batch)
+    torch.testing.assert_close(seen[-1], batch.obs_mask.float())  # never at validation
+
+
+def test_loss_config_errors():
+    with pytest.raises(ConfigError, match="choose from"):
+        mapping_loss({"l7": 1.0})
+
+    class NoVar(torch.nn.Module):
+        def forward(self, obs, mask):
+            from geodl.models import MappingOutput
+
+            return MappingOutput(mean=obs, log_var=None)
+
+    with pytest.raises(ConfigError, match="needs a model that predicts a variance"):
+        mapping_loss({"nll": 1.0})(NoVar(), _batch())
+
+
+def test_python_api_oi_and_dincae():
+    ds = make_field(nt=40, land=False)
+    truth = ds["ssh"]
+    rng = np.random.default_rng(1)
+    obs = truth.where(rng.random(truth.shape) < 0.2)
+    model = geodl.mapping.fit(
+        obs[:30], truth[:30], method="oi", noise_std=0.1, oi={"lx_km": 80.0, "lt_days": 3.0}
+    )
+    out = model.reconstruct(obs[30:])
+    assert set(out.data_vars) == {"mean", "std"} and out["mean"].dims == truth.dims
+    err = float(np.sqrt(((out["mean"] - truth[30:]) ** 2).mean()))
+    assert err < float(truth[30:].std())
+    learned = geodl.mapping.fit(
+        obs[:30],
+        truth[:30],
+        method="dincae",
+        patch={"time": 4, "y": 16, "x": 24},
+        model={"depth": 1, "width": 4},
+        train={"max_epochs": 1, "batch_size": 4},
+    )
+    rec = learned.reconstruct(obs[30:])
+    assert rec["mean"].shape == truth[30:].shape and bool((rec["std"] > 0).all())
+    with pytest.raises(UserInputError, match="unknown mapping method"):
+        geodl.mapping.fit(obs, truth, method="magic")
+    with pytest.raises(DataError, match=r"dims \(time, y, x\)"):
+        geodl.mapping.fit(obs.isel(time=0), truth.isel(time=0))
