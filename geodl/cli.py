@@ -240,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(console)
     try:
+        return _dispatch(args, debug)
+    finally:
+        logging.getLogger().removeHandler(console)  # main() may be called many times (tests)
+
+
+def _dispatch(args: argparse.Namespace, debug: bool) -> int:
+    try:
         return args.func(args)
     except UserInputError as exc:
         if debug:

@@ -89,7 +89,7 @@ def test_unknown_task(tmp_path):
 
 
 def test_unknown_method_lists_choices():
-    with pytest.raises(ConfigError, match=r"evaluate.methods.0.*'linear' or 'climatology'"):
+    with pytest.raises(ConfigError, match=r"evaluate.methods.0': expected 'linear', 'climatology'"):
         load_config(QUICK, ["evaluate.methods=[kalman]"])
 
 
