@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from geodl.errors import UserInputError
 from geodl.training import (
@@ -285,16 +284,18 @@ def test_phases_freeze_and_bad_prefix(tmp_path):
         )
 
 
-def test_bf16_mixed_on_cpu_trains(tmp_path):
+def test_bf16_mixed_on_cpu_trains_the_unet(tmp_path):
+    from geodl.models import build_model
+
     spec = TrainSection(max_epochs=1, precision="bf16-mixed", **SPEC)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    model = build_model("unet", in_channels=1, n_times=1, depth=1, width=4)
     seen = {}
 
     def loss_fn(m, batch):
-        x, y = batch
-        out = m(x)
+        x, y = batch  # (B, 1, H, W) -> (B, T=1, C=1, H, W)
+        out = m(x[:, None], torch.ones_like(x[:, None])).mean
         seen["dtype"] = out.dtype
-        return {"loss": ((out.float() - y) ** 2).mean()}
+        return {"loss": ((out.float()[:, 0] - y) ** 2).mean()}
 
     result = fit(
         TaskModule(model, loss_fn, spec),
