@@ -401,6 +401,13 @@ def _evaluate(ctx: StageContext) -> None:
     kept = long[: left if left is not None else ev.long_steps + 1]
     ref = z_test.reshape(-1, dim)
     hist = histogram_distance(kept, ref, ev.bins) if len(kept) > 1 else np.ones(dim)
+    # Scale of the sampling noise: the same distance between two halves of the test truth.
+    half = z_test.shape[0] // 2
+    hist_truth = (
+        histogram_distance(z_test[:half].reshape(-1, dim), z_test[half:].reshape(-1, dim), ev.bins)
+        if half > 0
+        else None
+    )
     sample = ref[:: max(1, len(ref) // 4000)]
     near = _near_fraction(kept, sample, ev.near)
     x0 = torch.as_tensor(z_test[: ev.lyapunov_trajectories, 0])
@@ -446,6 +453,11 @@ def _evaluate(ctx: StageContext) -> None:
         "lyapunov_true_estimate": float(lam_true),
         "hist_distance_mean": float(hist.mean()),
         "hist_distance_max": float(hist.max()),
+        **(
+            {"hist_distance_truth_halves": float(hist_truth.mean())}
+            if hist_truth is not None
+            else {}
+        ),
         "on_attractor_fraction": near,
         "rollout_steps": int(len(kept) - 1),
         "left_attractor": float(left is not None),
