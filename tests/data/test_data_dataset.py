@@ -195,3 +195,13 @@ def test_stream_loader_reshuffles_every_epoch_with_workers(field):
     assert not torch.equal(first, second)
     assert sorted(map(tuple, first.tolist())) == sorted(map(tuple, second.tolist()))
     assert stream.epoch == 1
+
+
+def test_argument_errors(field):
+    src = GriddedSource(field, "ssh")
+    with pytest.raises(DataError, match="batch_size=0; expected >= 1"):
+        PatchStream(src, SIZE, batch_size=0)
+    with pytest.raises(DataError, match="lat='6'; expected an integer"):
+        PatchDataset(src, {"time": 4, "lat": "6", "lon": 8})
+    with pytest.raises(DataError, match="region has unknown dim 'depth'"):
+        PatchDataset(src, SIZE, region={"depth": (0, 3)})

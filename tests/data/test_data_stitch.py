@@ -150,3 +150,11 @@ def test_tiles_bound_the_accumulator(tmp_path, src):
     assert writer_peaks[0] < plane / 4  # (tile + halo)^2 x a few steps, not the whole record
     with pytest.raises(DataError, match="no patch starts in y range"):
         PatchDataset(big, size, stride, region={"y": (61, 64)})
+
+
+def test_predict_to_file_errors(tmp_path, src):
+    from geodl.data import predict_to_file
+
+    with pytest.raises(DataError, match=r"tile=\(0, 5\); expected two positive sizes"):
+        predict_to_file(tmp_path / "p.zarr", src, lambda b: b.target, SIZE, tile=(0, 5))
+    assert not (tmp_path / "p.zarr").exists()
