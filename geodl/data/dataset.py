@@ -457,7 +457,7 @@ class PatchStream(IterableDataset):
     """Iterable dataset yielding whole batches in block-shuffled order.
 
     Use with ``DataLoader(stream, batch_size=None)`` (or :func:`make_loader`). Parameters are those
-    of :class:`PatchDataset`, plus:
+    of :class:`PatchDataset` (including ``region``), plus:
 
     Parameters
     ----------
@@ -502,13 +502,22 @@ class PatchStream(IterableDataset):
         drop_last: bool = False,
         cache_bytes: int = 256 * 2**20,
         block_bytes: int = 16 * 2**20,
+        region: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size={batch_size}; expected >= 1")
         if not 0 <= rank < world_size:
             raise DataError(f"rank={rank} with world_size={world_size}; need 0 <= rank < world")
         self.reader = _PatchReader(
-            source, size, stride, split, normalizer, max_land_fraction, cache_bytes, block_bytes
+            source,
+            size,
+            stride,
+            split,
+            normalizer,
+            max_land_fraction,
+            cache_bytes,
+            block_bytes,
+            region,
         )
         self.batch_size = int(batch_size)
         self.shuffle = shuffle

@@ -205,3 +205,10 @@ def test_argument_errors(field):
         PatchDataset(src, {"time": 4, "lat": "6", "lon": 8})
     with pytest.raises(DataError, match="region has unknown dim 'depth'"):
         PatchDataset(src, SIZE, region={"depth": (0, 3)})
+
+
+def test_stream_region_keeps_patches_starting_inside(field):
+    src = GriddedSource(field, "ssh")
+    s = PatchStream(src, SIZE, STRIDE, batch_size=50, region={"lat": (3, 7), "x": (0, 5)})
+    starts = torch.cat([b.starts for b in s])
+    assert set(starts[:, 1].tolist()) == {3, 6} and set(starts[:, 2].tolist()) == {0, 4}
