@@ -8,9 +8,10 @@ trajectories, at analysis times and over whole windows, after ``evaluate.burn_in
 Methods: ``linear`` and ``climatology`` (the floor every method must beat), ``enkf`` (ETKF with the
 true model; its multiplicative inflation is tuned over ``evaluate.enkf.inflation``), ``enks``
 (the ensemble smoother of the same run, lag ``evaluate.enkf.lag``), ``fourdvar`` (weak-constraint
-4D-Var by autograd with the true model) and ``fourdvarnet`` (a learned prior and solver,
+4D-Var by autograd with the true model), ``fourdvarnet`` (a learned prior and solver,
 :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained in the ``train`` stage on windows
-of separately simulated trajectories).
+of separately simulated trajectories) and ``fourdvar_learned`` (the same weak-constraint 4D-Var,
+with the dynamics learned as the 4DVarNet prior instead of the true model).
 
 An external twin file is a NetCDF with ``truth(time, component)`` and ``obs(time, component)``
 (NaN where unobserved; an optional leading ``trajectory`` dim) and a ``dt`` attribute; the true
@@ -76,7 +77,10 @@ class ObserveSection(Section):
     seed: int = 1
 
 
-MethodName = Literal["linear", "climatology", "enkf", "enks", "fourdvar", "fourdvarnet"]
+MethodName = Literal[
+    "linear", "climatology", "enkf", "enks", "fourdvar", "fourdvarnet", "fourdvar_learned"
+]
+LEARNED = ("fourdvarnet", "fourdvar_learned")
 
 
 class EnKFSection(Section):
@@ -350,7 +354,7 @@ def _train(ctx: StageContext) -> None:
     cfg = ctx.cfg
     out = ctx.output("model")
     out.mkdir(parents=True, exist_ok=True)
-    if "fourdvarnet" not in cfg.evaluate.methods:
+    if not set(LEARNED) & set(cfg.evaluate.methods):
         (out / "README.txt").write_text("no learned method in evaluate.methods: nothing trained\n")
         return
     n = cfg.fourdvarnet
@@ -500,6 +504,29 @@ def _windows(
     return TensorDataset(torch.nan_to_num(y), mask, init, x)
 
 
+def _load_net(model_file: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The trained learned-DA model (eval mode) and its normalisation ``(mean, std)``."""
+    import torch
+
+    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
+    meta = ckpt["geodl"]
+    model = _build_net(FourDVarNetSection(**meta["fourdvarnet"]), meta["dim"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, np.asarray(meta["norm"]["mean"]), np.asarray(meta["norm"]["std"])
+
+
+def _learned_step(model_file: Path) -> Callable[[Any], Any]:
+    """One step of the learned prior in physical units, float64: the model of ``fourdvar_learned``
+    (weak-constraint 4D-Var solved by L-BFGS with the dynamics learned by the ``train`` stage)."""
+    import torch
+
+    model, mean, std = _load_net(model_file)
+    prior = model.prior.double()
+    m, s = torch.as_tensor(mean), torch.as_tensor(std)
+    return lambda x: prior((x - m) / s) * s + m
+
+
 def _apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndarray:
     """Analysis of ``obs`` ``(B, T, D)`` by overlapping windows (stride window/2), blended with
     triangular weights so that window edges, which see observations on one side only, count less."""
@@ -507,18 +534,8 @@ def _apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.nda
 
     from geodl.baselines import interpolate_obs
 
-    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
-    meta = ckpt["geodl"]
+    model, mean, std = _load_net(model_file)
     b, t, d = obs.shape
-    if window > t:
-        raise ConfigError(
-            f"fourdvarnet.window={window} is longer than the data ({t} time steps); lower the "
-            "window or use a longer trajectory"
-        )
-    mean, std = np.asarray(meta["norm"]["mean"]), np.asarray(meta["norm"]["std"])
-    model = _build_net(FourDVarNetSection(**meta["fourdvarnet"]), meta["dim"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
     y = torch.as_tensor((obs - mean) / std, dtype=torch.float32)
     stride = max(1, window // 2)
     starts = list(range(0, t - window + 1, stride))
@@ -578,7 +595,7 @@ def _evaluate(ctx: StageContext) -> None:
         raise ConfigError(
             f"evaluate.burn_in={ev.burn_in} leaves nothing to score in {n_time} time steps; lower it"
         )
-    if "fourdvar" in ev.methods and ev.fourdvar.window > n_time:
+    if {"fourdvar", "fourdvar_learned"} & set(ev.methods) and ev.fourdvar.window > n_time:
         raise ConfigError(
             f"evaluate.fourdvar.window={ev.fourdvar.window} is longer than the data ({n_time} "
             "time steps); lower the window"
@@ -603,13 +620,18 @@ def _evaluate(ctx: StageContext) -> None:
         elif name in ("enkf", "enks"):
             est, extra, tried = _run_enkf(cfg, obs_t, truth, analysis_times, dt, name)
             tuning.update(tried)
-        elif name == "fourdvar":
+        elif name in ("fourdvar", "fourdvar_learned"):
             from geodl.baselines import weak_4dvar
 
             fv = ev.fourdvar
+            step = (
+                _true_step(cfg, dt)
+                if name == "fourdvar"
+                else _learned_step(ctx.input("model/fourdvarnet.pt"))
+            )
             with _threads(1):
                 est = weak_4dvar(
-                    _true_step(cfg, dt),
+                    step,
                     obs_t,
                     obs_std=_obs_std(cfg),
                     model_std=fv.model_std,

@@ -182,3 +182,25 @@ def test_window_longer_than_the_data_is_a_clear_error(tmp_path, capsys):
     assert "fourdvarnet.window=200 is longer than the data (60" in capsys.readouterr().err
     assert main([*args, "--set", "evaluate.burn_in=60", "--set", "evaluate.methods=[linear]"]) == 2
     assert "leaves nothing to score" in capsys.readouterr().err
+
+
+def test_learned_methods_train_and_learned_4dvar_beats_observations(tmp_path):
+    metrics, out = run(
+        tmp_path,
+        "learned",
+        [
+            "evaluate.methods=[linear, fourdvarnet, fourdvar_learned]",
+            "fourdvarnet.window=100",
+            "fourdvarnet.n_iter=2",
+            "fourdvarnet.n_train_steps=300",
+            "fourdvarnet.n_train_trajectories=1",
+            "fourdvarnet.prior_pretrain_iter=100",
+            "train.max_epochs=1",
+            "evaluate.fourdvar.window=100",
+        ],
+    )
+    m = metrics["methods"]
+    assert (out / "model" / "fourdvarnet.pt").exists()
+    assert np.isfinite(m["fourdvarnet"]["rmse"])
+    # the prior, fitted to true windows, is a good enough model for 4D-Var
+    assert m["fourdvar_learned"]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"]
