@@ -58,7 +58,9 @@ def main() -> None:
             {
                 "case": args.case,
                 "methods": {
-                    k: {m: v[m] for m in ("rmse", "rmse_analysis") if m in v}
+                    k: {
+                        m: v[m] for m in ("rmse", "rmse_analysis", "rmse_analysis_dapper") if m in v
+                    }
                     for k, v in metrics["methods"].items()
                 },
                 "enkf_inflation": enkf.get("inflation"),
