@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_CONFIG ?= configs/l63_assimilation_quick.yaml
+DEMO_CONFIG ?= configs/ssh_mapping_quick.yaml
 
 .PHONY: install demo test lint clean
 

@@ -99,12 +99,12 @@ def optimal_interpolation(
     params : covariance scales and standard deviations.
     tile : (nt, ny, nx) grid points per tile; each tile is one local system.
     cutoff : observations within ``cutoff`` scales of a tile (in t, y and x) enter its system.
-    max_obs : a tile with more observations in range is split until each system has at most
-        ``max_obs`` rows, which bounds the cost of a solve without starving any target.
+    max_obs : at most this many observations per system: those nearest the tile (in scaled
+        distance to its box) are kept, and a tile is split while more than ``max_obs`` lie within
+        one correlation scale of it. Bounds the cost of a solve without starving any target.
     mean : background value removed before and added after (default: mean of the observations).
     batch_tiles : tiles solved together in one batched Cholesky.
-    min_tile : tiles are not split below this many grid points; beyond it the nearest ``max_obs``
-        observations of the tile centre are used (dense observations: local OI).
+    min_tile : tiles are not split below this many grid points.
 
     Returns
     -------
@@ -147,36 +147,37 @@ def optimal_interpolation(
     ]
     coords = (t, y, x)
 
-    def near(box: tuple[tuple[int, int], ...]) -> Tensor:
+    def near(box: tuple[tuple[int, int], ...]) -> tuple[Tensor, Tensor]:
+        """Observations within ``cutoff`` scales of the tile's box, and their scaled distance."""
         lo = torch.stack([coords[k][box[k][0]] for k in range(3)])
         hi = torch.stack([coords[k][box[k][1] - 1] for k in range(3)])
-        # scaled distance from each observation to the tile's bounding box
-        gap = torch.maximum(lo - pts, pts - hi).clamp_min(0) / scale
-        return (gap <= cutoff).all(-1).nonzero().squeeze(-1)
+        gap = torch.maximum(lo - pts, pts - hi).clamp_min(0) / scale  # 0 inside the box
+        sel = (gap <= cutoff).all(-1).nonzero().squeeze(-1)
+        return sel, gap[sel].norm(dim=-1)
 
-    # A tile whose system would exceed max_obs is halved along its longest side (in correlation
-    # scales) until it fits, so that every target keeps the observations around it.
+    # Too many observations for one system: keep those nearest the tile's box (every target keeps
+    # the data around it), and split the tile only while the observations within one correlation
+    # scale of it alone exceed max_obs.
     tiles: list[tuple[tuple[tuple[int, int], ...], Tensor]] = []
     while todo:
         box = todo.pop()
-        sel = near(box)
+        sel, dist = near(box)
         sizes = [box[k][1] - box[k][0] for k in range(3)]
-        if len(sel) <= max_obs or math.prod(sizes) <= min_tile:
-            if len(sel) > max_obs:  # a small tile: keep the observations nearest its centre
-                centre = torch.stack(
-                    [(coords[k][box[k][0]] + coords[k][box[k][1] - 1]) / 2 for k in range(3)]
-                )
-                sel = sel[(((pts[sel] - centre) / scale) ** 2).sum(-1).argsort()[:max_obs]]
-            tiles.append((box, sel))
-            continue
-        extent = [
-            (coords[k][box[k][1] - 1] - coords[k][box[k][0]]) / scale[k] if sizes[k] > 1 else -1
-            for k in range(3)
-        ]
-        k = int(torch.stack([torch.as_tensor(e, dtype=dtype) for e in extent]).argmax())
-        mid = box[k][0] + sizes[k] // 2
-        todo.append(tuple((box[i][0], mid) if i == k else box[i] for i in range(3)))
-        todo.append(tuple((mid, box[i][1]) if i == k else box[i] for i in range(3)))
+        if len(sel) > max_obs:
+            if int((dist <= 1.0).sum()) > max_obs and math.prod(sizes) > min_tile:
+                extent = [
+                    float((coords[k][box[k][1] - 1] - coords[k][box[k][0]]) / scale[k])
+                    if sizes[k] > 1
+                    else -1.0
+                    for k in range(3)
+                ]
+                k = max(range(3), key=lambda i: extent[i])
+                mid = box[k][0] + sizes[k] // 2
+                todo.append(tuple((box[i][0], mid) if i == k else box[i] for i in range(3)))
+                todo.append(tuple((mid, box[i][1]) if i == k else box[i] for i in range(3)))
+                continue
+            sel = sel[dist.argsort()[:max_obs]]
+        tiles.append((box, sel))
 
     out_mean = torch.zeros_like(obs)
     out_var = torch.full_like(obs, params.signal_std**2)
