@@ -98,3 +98,13 @@ def test_scientific_notation_without_dot_is_a_float(tmp_path):
     path.write_text("lr: 1e-3\nn: 10\nname: 1e3x\n")
     raw = read_yaml(path)
     assert raw == {"lr": 0.001, "n": 10, "name": "1e3x"}
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted(Path("configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        cfg, experiment = load_config(path)
+        assert experiment.resolve(cfg).stages, path

@@ -57,6 +57,8 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
                     axes[2, j].set_title(f"std {m}", fontsize=8)
                     fig.colorbar(im, ax=axes[2, j], shrink=0.7)
             for ax in axes.ravel():
+                if not ax.images:
+                    ax.axis("off")  # nothing to show there (no error for truth, no std for unet)
                 ax.set_xticks([])
                 ax.set_yticks([])
             fig.suptitle(f"{var}, test day {day}")
