@@ -225,28 +225,17 @@ def _observe(ctx: StageContext, truth: xr.DataArray, axes: tuple[str, str, str])
     grid = Grid(time=_days(truth[t_dim].values), y=y_km, x=x_km)
     field = truth.transpose(t_dim, y_dim, x_dim).values
     common = {"noise_std": o.noise_std, "seed": o.seed}
+    orbits = {
+        "n_satellites": o.n_satellites,
+        "repeat_days": o.repeat_days,
+        "track_spacing_km": o.track_spacing_km,
+        "track_angle_deg": o.track_angle_deg,
+    }
     if o.kind == "nadir":
-        made = observe_nadir(
-            field,
-            grid,
-            n_satellites=o.n_satellites,
-            repeat_days=o.repeat_days,
-            track_spacing_km=o.track_spacing_km,
-            track_angle_deg=o.track_angle_deg,
-            along_track_km=o.along_track_km,
-            **common,
-        )
+        made = observe_nadir(field, grid, along_track_km=o.along_track_km, **orbits, **common)
     elif o.kind == "swath":
         made = observe_swath(
-            field,
-            grid,
-            swath_width_km=o.swath_width_km,
-            gap_km=o.gap_km,
-            n_satellites=o.n_satellites,
-            repeat_days=o.repeat_days,
-            track_spacing_km=o.track_spacing_km,
-            track_angle_deg=o.track_angle_deg,
-            **common,
+            field, grid, swath_width_km=o.swath_width_km, gap_km=o.gap_km, **orbits, **common
         )
     elif o.kind == "clouds":
         made = observe_clouds(
