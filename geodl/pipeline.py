@@ -253,6 +253,21 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel, *, allow_other: bool) -> None
     (run_dir / "logs").mkdir(exist_ok=True)
 
 
+def process_rank() -> int:
+    """Global rank of this process in a multi-process launch (torchrun, srun), else 0.
+
+    Every rank runs a training stage's function (DDP needs them all); only rank 0 moves outputs into
+    the run directory and writes stage records and the manifest.
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var)
+        if value is not None and (
+            var != "SLURM_PROCID" or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+        ):
+            return int(value)
+    return 0
+
+
 def _record_path(run_dir: Path, name: str) -> Path:
     return run_dir / STATE_DIR / "stages" / f"{name}.json"
 
@@ -290,6 +305,8 @@ def _add_file_log(run_dir: Path) -> logging.Handler:
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    if process_rank() != 0:
+        return
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
@@ -409,7 +426,8 @@ def _run_stage(
     echo: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     record_path = _record_path(run_dir, stage.name)
-    record_path.unlink(missing_ok=True)  # from now on the stage counts as not done
+    if process_rank() == 0:
+        record_path.unlink(missing_ok=True)  # from now on the stage counts as not done
     work_dir = run_dir / STATE_DIR / "tmp" / f"{stage.name}-{uuid.uuid4().hex[:8]}"
     work_dir.mkdir(parents=True)
     readable = frozenset(
@@ -430,6 +448,9 @@ def _run_stage(
     t0 = time.perf_counter()
     try:
         stage.run(ctx)
+        if process_rank() != 0:
+            echo(f"[geodl] {stage.name}: rank {process_rank()} done; rank 0 keeps the outputs")
+            return {"name": stage.name, "key": key, "status": "ran"}, {"key": key}
         missing = [o for o in stage.outputs if not (work_dir / o).exists()]
         if missing:
             raise RuntimeError(f"stage '{stage.name}' finished without writing {missing}")

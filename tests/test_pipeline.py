@@ -164,3 +164,15 @@ def test_killed_mid_stage_then_rerun_gives_same_outputs(toy_config, tmp_path, si
     result = _run(toy_config, out)
     assert result.ran == ["b", "c"] and result.skipped == ["a"]
     assert _snapshot(out) == _snapshot(reference)
+
+
+def test_secondary_ranks_run_stages_but_keep_nothing(toy_config, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setenv("RANK", "1")
+    result = _run(toy_config, out, only="a")
+    assert result.ran == ["a"]
+    assert not (out / "a.txt").exists() and not (out / ".geodl" / "stages" / "a.json").exists()
+    assert not (out / "manifest.json").exists()
+    assert list((out / ".geodl" / "tmp").iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    assert _run(toy_config, out, only="a").ran == ["a"] and (out / "a.txt").exists()
