@@ -83,7 +83,8 @@ class MappingModel:
         ds = _dataset(obs, None, self.name)
         dims = _dims(obs, "obs")
         if self.method == "oi":
-            assert self.oi is not None  # set by fit
+            if self.oi is None:
+                raise UserInputError("this OI model has no OI settings; build it with fit(...)")
             mean, std = reconstruct_oi(
                 ds[f"{self.name}_obs"],
                 dims,
