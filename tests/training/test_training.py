@@ -182,34 +182,16 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
 def test_stale_checkpoints_of_another_key_are_not_resumed(tmp_path):
     spec = TrainSection(max_epochs=1, **SPEC)
     data = train_script.make_data(32)
-    kw = dict(ckpt_dir=tmp_path / "c", log_dir=tmp_path / "l")
-    first = fit(
-        TaskModule(train_script.make_model(), train_script.loss_fn, spec),
-        data,
-        None,
-        spec,
-        key="a",
-        **kw,
-    )
-    assert first.resumed_from is None
-    again = fit(
-        TaskModule(train_script.make_model(), train_script.loss_fn, spec),
-        data,
-        None,
-        spec,
-        key="a",
-        **kw,
-    )
-    assert again.resumed_from is not None
-    other = fit(
-        TaskModule(train_script.make_model(), train_script.loss_fn, spec),
-        data,
-        None,
-        spec,
-        key="b",
-        **kw,
-    )
-    assert other.resumed_from is None
+
+    def run(key):
+        module = TaskModule(train_script.make_model(), train_script.loss_fn, spec)
+        return fit(
+            module, data, None, spec, key=key, ckpt_dir=tmp_path / "c", log_dir=tmp_path / "l"
+        )
+
+    assert run("a").resumed_from is None
+    assert run("a").resumed_from is not None
+    assert run("b").resumed_from is None
 
 
 def test_average_last_and_state_dict_average(tmp_path):
