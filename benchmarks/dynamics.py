@@ -3,7 +3,8 @@
 Usage (from the repository root):
 
     .venv/bin/python benchmarks/dynamics.py --case bilinear_clean   # the identification target
-    .venv/bin/python benchmarks/dynamics.py --case bilinear_noisy   # noise std 1 on the train data
+    .venv/bin/python benchmarks/dynamics.py --case bilinear_noisy   # noise std 0.5 on the train data
+    .venv/bin/python benchmarks/dynamics.py --case bilinear_noisy_states  # + joint state estimation
     .venv/bin/python benchmarks/dynamics.py --case node_rk4_clean   # MLP neural ODE, RK4
     .venv/bin/python benchmarks/dynamics.py --case bilinear_clean --set evaluate.lyapunov_steps=20000
 
@@ -26,7 +27,8 @@ from geodl.tasks import load_config
 CONFIG = "configs/l63_dynamics.yaml"
 CASES = {
     "bilinear_clean": [],
-    "bilinear_noisy": ["simulate.noise_std=1.0"],
+    "bilinear_noisy": ["simulate.noise_std=0.5"],
+    "bilinear_noisy_states": ["simulate.noise_std=0.5", "model.estimate_states=true"],
     "node_rk4_clean": ["model.kind=neural_ode", "model.method=rk4", "model.lbfgs_iter=100"],
 }
 
@@ -68,6 +70,11 @@ def main() -> None:
         f"| left the attractor | {'at step ' + str(left) if left else 'no'} "
         f"({m['rollout_steps']} steps kept) | |"
     )
+    if "train_states_rmse" in m:
+        print(
+            f"| training states vs clean: noisy data / estimated | {m['train_data_rmse']:.3g} / "
+            f"{m['train_states_rmse']:.3g} | |"
+        )
     print("\nstage wall times (s):", stages, f"total {wall:.1f}")
     print(
         json.dumps({"case": args.case, "metrics": m, "stages_s": stages, "wall_s": round(wall, 1)})

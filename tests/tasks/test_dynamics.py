@@ -78,6 +78,24 @@ def test_divergent_model_is_cut_and_reported(quick_run, tmp_path):
         assert f.sizes["step"] == step and np.isfinite(f["rollout"].values).all()
 
 
+def test_noisy_data_states_estimated_jointly(tmp_path):
+    """From noisy trajectories, the joint state + model fit removes most of the noise from the
+    training states and scores them against the clean ones; without it there are no states."""
+    noisy = [*TINY, "simulate.noise_std=0.5", "model.lbfgs_iter=60"]
+    runs = {}
+    for flag in ("false", "true"):
+        cfg, exp = load_config(QUICK, [*noisy, f"model.estimate_states={flag}"])
+        run_experiment(cfg, exp, tmp_path / flag, echo=lambda s: None)
+        runs[flag] = json.loads((tmp_path / flag / "metrics.json").read_text())["methods"]
+    plain, joint = runs["false"]["bilinear_resnet"], runs["true"]["bilinear_resnet"]
+    assert "train_states_rmse" not in plain and not (tmp_path / "false/model/states.nc").exists()
+    assert joint["train_data_rmse"] == pytest.approx(0.5, rel=0.1)  # the noise that was added
+    assert joint["train_states_rmse"] < 0.5 * joint["train_data_rmse"]
+    with xr.open_dataset(tmp_path / "true" / "model" / "states.nc") as st:
+        assert st["states"].shape == (2, 301, 3)
+    assert joint["rmse_step_8"] < plain["rmse_step_8"]
+
+
 def test_histogram_distance_and_leave_step():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(20000, 1))
@@ -92,11 +110,12 @@ def test_histogram_distance_and_leave_step():
     [
         ("evaluate.lead_steps=400", "evaluate.lead_steps=400 is longer than the test trajectories"),
         ("model.rollout=400", "model.rollout=400 steps needs trajectories longer"),
+        ("model.estimate_states=true", "model.estimate_states needs model.lbfgs_iter > 0"),
     ],
 )
 def test_config_errors(tmp_path, capsys, override, match):
     args = ["run", QUICK, "--out", str(tmp_path / "r"), "--set", "simulate.n_steps=300"]
-    args += ["--set", "train.max_epochs=1", "--set", override]
+    args += ["--set", "train.max_epochs=1", "--set", "model.lbfgs_iter=0", "--set", override]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
