@@ -18,7 +18,9 @@ QUICK = "configs/l63_assimilation_quick.yaml"
 FAST = [
     "simulate.n_trajectories=2",
     "simulate.n_steps=300",
-    "evaluate.methods=[linear, climatology, enkf, enks, fourdvar]",
+    "evaluate.methods=[linear, climatology, threedvar, enkf, enks, fourdvar]",
+    "evaluate.threedvar.scale=[0.05, 0.1]",
+    "evaluate.threedvar.clim_steps=2000",
     "evaluate.enkf.lag=50",
     "evaluate.fourdvar.n_iter=10",
     "evaluate.burn_in=50",
@@ -45,14 +47,31 @@ def write_twin(path, truth, obs, dt=0.01, **attrs):
 def test_methods_table_and_external_file_give_the_same_scores(tmp_path):
     metrics, out = run(tmp_path, "sim", [])
     m = metrics["methods"]
-    assert set(m) == {"linear", "climatology", "enkf", "enks", "fourdvar", "observations"}
-    for name in ("enkf", "enks", "fourdvar"):
+    assert set(m) == {
+        "linear",
+        "climatology",
+        "threedvar",
+        "enkf",
+        "enks",
+        "fourdvar",
+        "observations",
+    }
+    for name in ("threedvar", "enkf", "enks", "fourdvar"):
         # with the true model every DA method beats the raw observations at analysis times
         assert m[name]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"], name
         assert m[name]["rmse_std"] >= 0
     assert m["enks"]["rmse"] < m["enkf"]["rmse"]  # the smoother also sees later observations
-    assert set(metrics["enkf_tuning"]) == {"enkf@1.02", "enkf@1.05", "enks@1.02", "enks@1.05"}
+    assert set(metrics["enkf_tuning"]) == {
+        "enkf@1.02",
+        "enkf@1.05",
+        "enks@1.02",
+        "enks@1.05",
+        "threedvar@0.05",
+        "threedvar@0.1",
+    }
     assert m["enkf"]["inflation"] in (1.02, 1.05)
+    assert m["threedvar"]["background_scale"] in (0.05, 0.1)
+    assert m["enkf"]["rmse_analysis"] < m["threedvar"]["rmse_analysis"]  # flow-dependent B helps
     table = (out / "report" / "table.md").read_text()
     assert "| enkf |" in table and " ± " in table
     # The same twin experiment as an external file (second trajectory) is scored the same way.
