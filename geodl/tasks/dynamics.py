@@ -30,6 +30,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -37,12 +38,21 @@ import xarray as xr
 from pydantic import Field
 
 from geodl.config import Section
-from geodl.errors import ConfigError
+from geodl.errors import ConfigError, DataError
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TrainSection
 
-__all__ = ["DynamicsConfig", "LYAPUNOV_REFERENCE", "histogram_distance", "leave_step"]
+__all__ = [
+    "DynamicsConfig",
+    "LYAPUNOV_REFERENCE",
+    "ModelSection",
+    "build_dynamics_model",
+    "histogram_distance",
+    "leave_step",
+    "step_function",
+    "train_dynamics",
+]
 
 #: Leading Lyapunov exponents of the standard systems (1 / time unit): Lorenz-63 (sigma 10, rho 28,
 #: beta 8/3) and Lorenz-96 (40 variables, F = 8).
@@ -150,8 +160,8 @@ def leave_step(traj: np.ndarray, bound: float) -> int | None:
 # models
 
 
-def _build(cfg: Any, dim: int) -> Any:
-    """The model, in time units of one data step (see :func:`_step_fn`), initial weights scaled.
+def build_dynamics_model(m: ModelSection, dim: int) -> Any:
+    """The model, in time units of one data step (see :func:`step_function`), initial weights scaled.
 
     Why one step as the time unit: the normalised Lorenz-63 field is of order 10 per model time
     unit, far from the order-one outputs of a freshly initialised network, and Adam then needs
@@ -162,7 +172,6 @@ def _build(cfg: Any, dim: int) -> Any:
 
     from geodl.models import BilinearResNet, build_model
 
-    m = cfg.model
     if m.kind == "bilinear_resnet":
         model = BilinearResNet(dim, n_bilinear=m.n_bilinear, dt=1.0)
     else:
@@ -175,7 +184,7 @@ def _build(cfg: Any, dim: int) -> Any:
     return model
 
 
-def _step_fn(model: Any) -> Any:
+def step_function(model: Any) -> Any:
     """One model step ``(B, D) -> (B, D)`` (one data time step) for either kind of model."""
     import torch
 
@@ -189,7 +198,7 @@ def _step_fn(model: Any) -> Any:
 
 def _rollout_loss(model: Any, x: Any) -> Any:
     """Mean squared error of a rollout from ``x[:, 0]`` against ``x[:, 1:]`` (``(B, K+1, D)``)."""
-    step = _step_fn(model)
+    step = step_function(model)
     z = x[:, 0]
     err = x.new_zeros(())
     for k in range(1, x.shape[1]):
@@ -227,7 +236,7 @@ def _windows(z: Any, rollout: int, stride: int) -> Any:
     return w.permute(0, 1, 3, 2).reshape(-1, rollout + 1, z.shape[-1])
 
 
-def _polish(model: Any, data: Any, cfg: Any) -> tuple[Any, Any]:
+def _polish(model: Any, data: Any, m: ModelSection) -> tuple[Any, Any]:
     """Refine in float64 with L-BFGS on the training trajectories ``data`` ``(B, T, D)``.
 
     Adam's noise floor (one-step RMSE ~1e-2 on L63) is far above what a model that can represent
@@ -243,7 +252,6 @@ def _polish(model: Any, data: Any, cfg: Any) -> tuple[Any, Any]:
     """
     import torch
 
-    m = cfg.model
     model = model.double()
     y = data.double()
     if not m.estimate_states:
@@ -310,77 +318,101 @@ def _simulate(ctx: StageContext) -> None:
     ds.to_netcdf(ctx.output("trajectories.nc"))
 
 
-def _train(ctx: StageContext) -> None:
+def train_dynamics(
+    train: np.ndarray,
+    val: np.ndarray,
+    m: ModelSection,
+    tr: TrainSection,
+    *,
+    ckpt_dir: Path,
+    log_dir: Path,
+    key: str,
+) -> tuple[Any, dict[str, Any], np.ndarray | None]:
+    """Train a model of the dynamics on trajectories ``(B, T, D)`` (one row per time step).
+
+    Adam (through :func:`geodl.training.fit`: checkpoints, resume, logs) on the multi-step rollout
+    loss, then ``m.lbfgs_iter`` float64 L-BFGS iterations (with the states when
+    ``m.estimate_states``). Returns the model (in normalised coordinates and one-step time units),
+    its metadata (``mean``, ``std``, ``dim``, ``epochs``) and the estimated training states in the
+    data's units (None unless ``m.estimate_states``).
+    """
     import torch
     from torch.utils.data import TensorDataset
 
     from geodl.training import TaskModule, fit
 
-    cfg = ctx.cfg
-    m = cfg.model
-    with xr.open_dataset(ctx.input("trajectories.nc")) as ds:
-        train, val, dt = ds["train"].values, ds["val"].values, float(ds.attrs["dt"])
     if m.estimate_states and m.lbfgs_iter == 0:
         raise ConfigError(
             "model.estimate_states needs model.lbfgs_iter > 0 (the states are fitted by L-BFGS)"
         )
-    if m.rollout >= train.shape[1]:
+    n_time = min(train.shape[1], val.shape[1])
+    if m.rollout >= n_time:
         raise ConfigError(
-            f"model.rollout={m.rollout} steps needs trajectories longer than "
-            f"simulate.n_steps={train.shape[1] - 1}; lower the rollout or simulate longer"
+            f"model.rollout={m.rollout} steps needs trajectories longer than {n_time - 1} steps; "
+            "lower the rollout or give longer trajectories"
         )
     mean, std = train.mean(axis=(0, 1)), train.std(axis=(0, 1))
+    if not (std > 0).all():
+        raise DataError("a component of the training trajectories is constant; drop it")
 
     def windows(traj: np.ndarray) -> TensorDataset:
         z = torch.as_tensor((traj - mean) / std, dtype=torch.float32)  # (B, T, D)
         return TensorDataset(_windows(z, m.rollout, m.stride))
 
     dim = train.shape[-1]
-    torch.manual_seed(cfg.train.seed)
-    model = _build(cfg, dim)
+    torch.manual_seed(tr.seed)
+    model = build_dynamics_model(m, dim)
 
     def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         (x,) = batch  # (B, K+1, D)
         return {"loss": _rollout_loss(net, x)}
 
-    module = TaskModule(model, loss_fn, cfg.train, metadata={"config": cfg.model_dump(mode="json")})
+    config = {"model": m.model_dump(mode="json"), "train": tr.model_dump(mode="json")}
+    module = TaskModule(model, loss_fn, tr, metadata={"config": config})
     with _threads(1):
         result = fit(
             module,
             windows(train),
             windows(val),
-            cfg.train,
-            ckpt_dir=ctx.run_dir / "checkpoints" / "dynamics",
-            log_dir=ctx.run_dir / "logs" / "dynamics",
-            key=json.dumps(
-                {k: cfg.model_dump(mode="json")[k] for k in ("simulate", "model", "train")},
-                sort_keys=True,
-            ),
+            tr,
+            ckpt_dir=ckpt_dir,
+            log_dir=log_dir,
+            key=key,
         )
         states = None
         if m.lbfgs_iter > 0:
-            module.model, states = _polish(module.model, torch.as_tensor((train - mean) / std), cfg)
+            module.model, states = _polish(module.model, torch.as_tensor((train - mean) / std), m)
+    meta = {"mean": mean.tolist(), "std": std.tolist(), "dim": dim, "epochs": result.epochs}
+    return module.model, meta, None if states is None else states.numpy() * std + mean
+
+
+def _train(ctx: StageContext) -> None:
+    import torch
+
+    cfg = ctx.cfg
+    with xr.open_dataset(ctx.input("trajectories.nc")) as ds:
+        train, val, dt = ds["train"].values, ds["val"].values, float(ds.attrs["dt"])
+    model, meta, states = train_dynamics(
+        train,
+        val,
+        cfg.model,
+        cfg.train,
+        ckpt_dir=ctx.run_dir / "checkpoints" / "dynamics",
+        log_dir=ctx.run_dir / "logs" / "dynamics",
+        key=json.dumps(
+            {k: cfg.model_dump(mode="json")[k] for k in ("simulate", "model", "train")},
+            sort_keys=True,
+        ),
+    )
     out = ctx.output("model")
     out.mkdir(parents=True, exist_ok=True)
     if states is not None:
         xr.Dataset(
-            {"states": (("trajectory", "time", "component"), states.numpy() * std + mean)},
+            {"states": (("trajectory", "time", "component"), states)},
             attrs={"comment": "training states estimated jointly with the model (noisy data)"},
         ).to_netcdf(out / "states.nc")
-    torch.save(
-        {
-            "state_dict": module.model.state_dict(),
-            "geodl": {
-                "mean": mean.tolist(),
-                "std": std.tolist(),
-                "dt": dt,
-                "dim": dim,
-                "epochs": result.epochs,
-                "config": cfg.model_dump(mode="json"),
-            },
-        },
-        out / "model.pt",
-    )
+    meta = {**meta, "dt": dt, "config": cfg.model_dump(mode="json")}
+    torch.save({"state_dict": model.state_dict(), "geodl": meta}, out / "model.pt")
 
 
 @contextmanager
@@ -409,10 +441,12 @@ def _evaluate(ctx: StageContext) -> None:
     ckpt = torch.load(ctx.input("model/model.pt"), map_location="cpu", weights_only=True)
     meta = ckpt["geodl"]
     mean, std, dt, dim = np.asarray(meta["mean"]), np.asarray(meta["std"]), meta["dt"], meta["dim"]
-    model = _build(cfg, dim).double()  # float64 before loading: keeps polished weights exact
+    model = build_dynamics_model(
+        cfg.model, dim
+    ).double()  # float64 before loading: keeps polished weights exact
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
-    step = _step_fn(model)
+    step = step_function(model)
     with xr.open_dataset(ctx.input("trajectories.nc")) as ds:
         test = ds["test"].values  # (B, T, D), clean
         states_file = ctx.input("model/states.nc")

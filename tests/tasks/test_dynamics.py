@@ -50,6 +50,19 @@ def test_quick_run_scores_and_report(quick_run):
     assert "attractor.png" in page and "error_growth.png" in page
 
 
+def test_task_model_loads_in_the_python_api(quick_run):
+    """The task's model.pt is a geodl.dynamics model: its forecast is the task's long rollout."""
+    from geodl.dynamics import DynamicsModel
+
+    model = DynamicsModel.load(quick_run / "model" / "model.pt")
+    with (
+        xr.open_dataset(quick_run / "forecast.nc") as f,
+        xr.open_dataset(quick_run / "trajectories.nc") as t,
+    ):
+        fc = model.forecast(t["test"].values[0, -1], n_steps=50)
+        np.testing.assert_allclose(fc.values, f["rollout"].values[:51], rtol=1e-10, atol=1e-10)
+
+
 def test_divergent_model_is_cut_and_reported(quick_run, tmp_path):
     """Blow up the learned field: the rollout leaves the attractor; the step is reported and the
     saved rollout stops there, finite."""

@@ -1,0 +1,290 @@
+"""Dynamics learning from Python: trajectories in (xarray), a model of the dynamics out.
+
+Examples
+--------
+Learn Lorenz-63 from trajectories and forecast from a new state::
+
+    import geodl.dynamics
+    from geodl.tasks.simulate import lorenz_dataset
+
+    traj = lorenz_dataset("lorenz63", n_trajectories=4, n_steps=2000)["state"]
+    model = geodl.dynamics.fit(traj, model={"lbfgs_iter": 300}, train={"max_epochs": 30})
+    fc = model.forecast(traj.isel(trajectory=0, time=-1), n_steps=500)  # (time, component)
+    model.lyapunov()                       # leading exponent, 1 / time unit
+    model.save("l63.pt"); geodl.dynamics.DynamicsModel.load("l63.pt")
+
+``trajectories`` is a DataArray ``(time, component)`` or ``(trajectory, time, component)`` on a
+regular time grid, with its step in the ``dt`` attribute or a numeric ``time`` coordinate. From
+noisy trajectories pass ``model={"estimate_states": True, "lbfgs_iter": 300}``: the clean states
+are fitted with the model (``model.states``). A model trained by the ``dynamics`` task loads with
+``DynamicsModel.load("runs/NAME/model/model.pt")``, and :func:`geodl.assimilation.assimilate`
+takes a :class:`DynamicsModel` as its model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from geodl.atomic import atomic_path
+from geodl.config import validate
+from geodl.errors import DataError, UserInputError
+from geodl.tasks.dynamics import (
+    ModelSection,
+    build_dynamics_model,
+    step_function,
+    train_dynamics,
+)
+from geodl.training import TrainSection
+
+__all__ = ["DynamicsModel", "fit", "trajectory_array"]
+
+#: A forecast is cut where a normalised component exceeds this (it left the attractor).
+BOUND = 5.0
+
+
+def trajectory_array(
+    da: xr.DataArray, dt: float | None = None, *, allow_nan: bool = False
+) -> tuple[np.ndarray, float]:
+    """Check a trajectory DataArray: ``(trajectory, time, component)`` float64 array and ``dt``
+    (NaN allowed with ``allow_nan``: observations).
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros((5, 3)), dims=("time", "component"), attrs={"dt": 0.01})
+    >>> a, dt = trajectory_array(da)
+    >>> a.shape, dt
+    ((1, 5, 3), 0.01)
+    """
+    what = "observations" if allow_nan else "trajectories"
+    if not isinstance(da, xr.DataArray):
+        raise UserInputError(f"{what} must be an xarray.DataArray, got {type(da).__name__}")
+    dims = tuple(map(str, da.dims))
+    if dims not in (("time", "component"), ("trajectory", "time", "component")):
+        raise DataError(
+            f"{what} have dims {dims}; expected (time, component) or (trajectory, time, "
+            "component); rename or transpose the dims (e.g. da.rename(t='time'))"
+        )
+    if dt is None:
+        dt = da.attrs.get("dt")
+    if dt is None and "time" in da.coords and np.issubdtype(da["time"].dtype, np.number):
+        steps = np.diff(np.asarray(da["time"].values, dtype=float))
+        if steps.size and np.allclose(steps, steps[0], rtol=1e-6) and steps[0] > 0:
+            dt = float(steps[0])
+    if dt is None:
+        raise DataError(
+            f"{what}: no time step; set da.attrs['dt'], give a regular numeric time "
+            "coordinate, or pass dt="
+        )
+    if not isinstance(dt, int | float | np.number) or not float(dt) > 0:
+        raise DataError(f"{what}: dt={dt!r}; expected a positive number")
+    values = np.asarray(da.values, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
+        raise DataError(
+            "trajectories contain NaN or infinite values; a model of the dynamics needs complete "
+            "states (fill or drop the gaps, or use geodl.assimilation to reconstruct them)"
+        )
+    return values, float(dt)
+
+
+def _split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validation data: the last trajectory when there are several, else the last 20% of time."""
+    if values.shape[0] > 1:
+        return values[:-1], values[-1:]
+    cut = int(0.8 * values.shape[1])
+    return values[:, :cut], values[:, cut:]
+
+
+@dataclass
+class DynamicsModel:
+    """A learned model of the dynamics: one step of ``dt`` in the data's units.
+
+    ``net`` works in coordinates normalised by ``mean`` / ``std`` and in time units of one step.
+    """
+
+    net: torch.nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+    dt: float
+    model: ModelSection
+    states: xr.DataArray | None = None
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One step of ``dt``: ``(..., D) -> (..., D)`` in the data's units (differentiable)."""
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)
+        net = self.net.to(dtype=x.dtype, device=x.device)
+        z = ((x - mean) / std).reshape(-1, self.dim)
+        return (step_function(net)(z).reshape(x.shape)) * std + mean
+
+    def forecast(self, x0: xr.DataArray | np.ndarray, n_steps: int) -> xr.DataArray:
+        """Free rollout of ``n_steps`` from ``x0`` (``(component,)`` or ``(member, component)``).
+
+        Returns ``(time, component)`` or ``(member, time, component)``, ``time`` from 0. A rollout
+        that leaves the attractor (a normalised component beyond 5, or non-finite) is cut at the
+        step where it left (``attrs["left_attractor_at_step"]``) with a warning, never NaN-filled.
+        """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise UserInputError(f"n_steps={n_steps!r}; expected a positive integer")
+        dims = tuple(map(str, x0.dims)) if isinstance(x0, xr.DataArray) else None
+        x = np.asarray(x0.values if isinstance(x0, xr.DataArray) else x0, dtype=np.float64)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.dim:
+            raise DataError(
+                f"x0 has shape {x.shape}; expected ({self.dim},) or (member, {self.dim}) states"
+            )
+        single = x.ndim == 1
+        z = torch.as_tensor((np.atleast_2d(x) - self.mean) / self.std)
+        net = self.net.double().eval()
+        step = step_function(net)
+        out = np.empty((n_steps + 1, *z.shape))
+        out[0] = z.numpy()
+        left = None
+        with torch.no_grad():
+            for i in range(1, n_steps + 1):
+                z = step(z)
+                out[i] = z.numpy()
+                if not np.isfinite(out[i]).all() or (np.abs(out[i]) > BOUND).any():
+                    left = i
+                    break
+        kept = out[: left if left is not None else n_steps + 1]
+        if left is not None:
+            warnings.warn(
+                f"the forecast left the attractor at step {left} (a state beyond {BOUND} "
+                "standard deviations of the training data); it is cut there",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        values = kept * self.std + self.mean  # (T, M, D)
+        time = np.arange(len(kept)) * self.dt
+        attrs = {"dt": self.dt, "left_attractor_at_step": -1 if left is None else left}
+        comp = "component" if dims is None else dims[-1]
+        if single:
+            return xr.DataArray(
+                values[:, 0], dims=("time", comp), coords={"time": time}, attrs=attrs
+            )
+        member = "member" if dims is None else dims[0]
+        return xr.DataArray(
+            values.transpose(1, 0, 2),
+            dims=(member, "time", comp),
+            coords={"time": time},
+            attrs=attrs,
+        )
+
+    def lyapunov(
+        self,
+        x0: xr.DataArray | np.ndarray | None = None,
+        *,
+        n_steps: int = 10000,
+        n_transient: int = 1000,
+    ) -> float:
+        """Leading Lyapunov exponent of the learned dynamics (1 / time unit), by Benettin/QR from
+        ``x0`` (default: the normalised origin's neighbourhood is avoided by starting from the
+        mean plus one standard deviation)."""
+        from geodl.metrics import lyapunov_exponents
+
+        x = self.mean + self.std if x0 is None else np.asarray(getattr(x0, "values", x0))
+        z = torch.as_tensor((np.atleast_2d(x) - self.mean) / self.std, dtype=torch.float64)
+        net = self.net.double().eval()
+        lam = lyapunov_exponents(
+            net.vector_field, z, dt=1.0, n_steps=n_steps, n_transient=n_transient
+        )[0]
+        return float(lam) / self.dt
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model (atomically) in the format of the ``dynamics`` task's ``model.pt``."""
+        path = Path(path)
+        meta = {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "dt": self.dt,
+            "dim": self.dim,
+            "config": {"model": self.model.model_dump(mode="json")},
+        }
+        with atomic_path(path) as tmp:
+            torch.save({"state_dict": self.net.state_dict(), "geodl": meta}, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DynamicsModel:
+        """Read a model written by :meth:`save` or by the ``dynamics`` task."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"model file '{path}' not found")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            meta = ckpt["geodl"]
+            m = validate(meta["config"]["model"], ModelSection, f"{path}: model")
+        except (KeyError, TypeError, RuntimeError, OSError) as exc:
+            raise DataError(f"{path} is not a geodl dynamics model ({exc})") from None
+        net = build_dynamics_model(m, int(meta["dim"])).double()
+        net.load_state_dict(ckpt["state_dict"])
+        net.eval()
+        return cls(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), float(meta["dt"]), m)
+
+
+def fit(
+    trajectories: xr.DataArray,
+    *,
+    dt: float | None = None,
+    val: xr.DataArray | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    work_dir: str | Path | None = None,
+) -> DynamicsModel:
+    """Learn the dynamics from ``trajectories`` (see the module docstring).
+
+    Parameters
+    ----------
+    trajectories : ``(time, component)`` or ``(trajectory, time, component)``.
+    dt : time step (default: ``attrs["dt"]`` or the spacing of the time coordinate).
+    val : validation trajectories (default: the last trajectory, or the last 20% of time).
+    model : options of the ``model`` section of the dynamics config (``kind``, ``rollout``,
+        ``lbfgs_iter``, ``estimate_states``, ...).
+    train : options of the ``train`` section (``max_epochs``, ``lr``, ...).
+    work_dir : checkpoints and logs (default: a temporary directory, removed afterwards).
+    """
+    values, dt = trajectory_array(trajectories, dt)
+    if val is None:
+        values, val_values = _split(values)
+    else:
+        val_values, _ = trajectory_array(val, dt)
+        if val_values.shape[-1] != values.shape[-1]:
+            raise DataError(
+                f"val has {val_values.shape[-1]} components, trajectories {values.shape[-1]}"
+            )
+    m = validate(model or {}, ModelSection, "model")
+    tr = validate(
+        {"max_epochs": 30, "batch_size": 128, "lr": 1e-2, "progress_bar": False, **(train or {})},
+        TrainSection,
+        "train",
+    )
+    with tempfile.TemporaryDirectory(prefix="geodl-dynamics-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        net, meta, states = train_dynamics(
+            values,
+            val_values,
+            m,
+            tr,
+            ckpt_dir=root / "checkpoints",
+            log_dir=root / "logs",
+            key="api",
+        )
+    net.eval()
+    out = DynamicsModel(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), dt, m)
+    if states is not None:
+        da = xr.DataArray(states, dims=("trajectory", "time", "component"), attrs={"dt": dt})
+        out.states = da if trajectories.ndim == 3 else da.isel(trajectory=0, drop=True)
+    return out
