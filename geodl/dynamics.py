@@ -39,8 +39,10 @@ from geodl.errors import DataError, UserInputError
 from geodl.tasks.dynamics import (
     ModelSection,
     build_dynamics_model,
+    split_trajectories,
     step_function,
     train_dynamics,
+    trajectory_array,
 )
 from geodl.training import TrainSection
 
@@ -48,60 +50,6 @@ __all__ = ["DynamicsModel", "fit", "trajectory_array"]
 
 #: A forecast is cut where a normalised component exceeds this (it left the attractor).
 BOUND = 5.0
-
-
-def trajectory_array(
-    da: xr.DataArray, dt: float | None = None, *, allow_nan: bool = False
-) -> tuple[np.ndarray, float]:
-    """Check a trajectory DataArray: ``(trajectory, time, component)`` float64 array and ``dt``
-    (NaN allowed with ``allow_nan``: observations).
-
-    Examples
-    --------
-    >>> da = xr.DataArray(np.zeros((5, 3)), dims=("time", "component"), attrs={"dt": 0.01})
-    >>> a, dt = trajectory_array(da)
-    >>> a.shape, dt
-    ((1, 5, 3), 0.01)
-    """
-    what = "observations" if allow_nan else "trajectories"
-    if not isinstance(da, xr.DataArray):
-        raise UserInputError(f"{what} must be an xarray.DataArray, got {type(da).__name__}")
-    dims = tuple(map(str, da.dims))
-    if dims not in (("time", "component"), ("trajectory", "time", "component")):
-        raise DataError(
-            f"{what} have dims {dims}; expected (time, component) or (trajectory, time, "
-            "component); rename or transpose the dims (e.g. da.rename(t='time'))"
-        )
-    if dt is None:
-        dt = da.attrs.get("dt")
-    if dt is None and "time" in da.coords and np.issubdtype(da["time"].dtype, np.number):
-        steps = np.diff(np.asarray(da["time"].values, dtype=float))
-        if steps.size and np.allclose(steps, steps[0], rtol=1e-6) and steps[0] > 0:
-            dt = float(steps[0])
-    if dt is None:
-        raise DataError(
-            f"{what}: no time step; set da.attrs['dt'], give a regular numeric time "
-            "coordinate, or pass dt="
-        )
-    if not isinstance(dt, int | float | np.number) or not float(dt) > 0:
-        raise DataError(f"{what}: dt={dt!r}; expected a positive number")
-    values = np.asarray(da.values, dtype=np.float64)
-    if values.ndim == 2:
-        values = values[None]
-    if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
-        raise DataError(
-            "trajectories contain NaN or infinite values; a model of the dynamics needs complete "
-            "states (fill or drop the gaps, or use geodl.assimilation to reconstruct them)"
-        )
-    return values, float(dt)
-
-
-def _split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validation data: the last trajectory when there are several, else the last 20% of time."""
-    if values.shape[0] > 1:
-        return values[:-1], values[-1:]
-    cut = int(0.8 * values.shape[1])
-    return values[:, :cut], values[:, cut:]
 
 
 @dataclass
@@ -258,7 +206,7 @@ def fit(
     """
     values, dt = trajectory_array(trajectories, dt)
     if val is None:
-        values, val_values = _split(values)
+        values, val_values = split_trajectories(values)
     else:
         val_values, _ = trajectory_array(val, dt)
         if val_values.shape[-1] != values.shape[-1]:

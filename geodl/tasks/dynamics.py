@@ -38,7 +38,7 @@ import xarray as xr
 from pydantic import Field
 
 from geodl.config import Section
-from geodl.errors import ConfigError, DataError
+from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TrainSection
@@ -50,13 +50,25 @@ __all__ = [
     "build_dynamics_model",
     "histogram_distance",
     "leave_step",
+    "split_trajectories",
     "step_function",
     "train_dynamics",
+    "trajectory_array",
 ]
 
 #: Leading Lyapunov exponents of the standard systems (1 / time unit): Lorenz-63 (sigma 10, rho 28,
 #: beta 8/3) and Lorenz-96 (40 variables, F = 8).
 LYAPUNOV_REFERENCE = {"lorenz63": 0.906, "lorenz96": 1.68}
+
+
+class DataSection(Section):
+    """Trajectories from a file instead of the simulator (``simulate`` then only names the system
+    whose true vector field scores the learned exponent)."""
+
+    path: str | None = Field(
+        None, description="NetCDF with VARIABLE(time, component) or (trajectory, time, component)"
+    )
+    variable: str = "state"
 
 
 class SimulateSection(Section):
@@ -108,6 +120,7 @@ class EvaluateSection(Section):
 
 class DynamicsConfig(Section):
     experiment: ExperimentSection
+    data: DataSection = DataSection()
     simulate: SimulateSection = SimulateSection()
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection(max_epochs=30, batch_size=128, lr=1e-2, progress_bar=False)
@@ -154,6 +167,60 @@ def leave_step(traj: np.ndarray, bound: float) -> int | None:
     )
     hits = np.flatnonzero(bad)
     return int(hits[0]) if hits.size else None
+
+
+def trajectory_array(
+    da: xr.DataArray, dt: float | None = None, *, allow_nan: bool = False
+) -> tuple[np.ndarray, float]:
+    """Check a trajectory DataArray: ``(trajectory, time, component)`` float64 array and ``dt``
+    (NaN allowed with ``allow_nan``: observations).
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros((5, 3)), dims=("time", "component"), attrs={"dt": 0.01})
+    >>> a, dt = trajectory_array(da)
+    >>> a.shape, dt
+    ((1, 5, 3), 0.01)
+    """
+    what = "observations" if allow_nan else "trajectories"
+    if not isinstance(da, xr.DataArray):
+        raise UserInputError(f"{what} must be an xarray.DataArray, got {type(da).__name__}")
+    dims = tuple(map(str, da.dims))
+    if dims not in (("time", "component"), ("trajectory", "time", "component")):
+        raise DataError(
+            f"{what} have dims {dims}; expected (time, component) or (trajectory, time, "
+            "component); rename or transpose the dims (e.g. da.rename(t='time'))"
+        )
+    if dt is None:
+        dt = da.attrs.get("dt")
+    if dt is None and "time" in da.coords and np.issubdtype(da["time"].dtype, np.number):
+        steps = np.diff(np.asarray(da["time"].values, dtype=float))
+        if steps.size and np.allclose(steps, steps[0], rtol=1e-6) and steps[0] > 0:
+            dt = float(steps[0])
+    if dt is None:
+        raise DataError(
+            f"{what}: no time step; set da.attrs['dt'], give a regular numeric time "
+            "coordinate, or pass dt="
+        )
+    if not isinstance(dt, int | float | np.number) or not float(dt) > 0:
+        raise DataError(f"{what}: dt={dt!r}; expected a positive number")
+    values = np.asarray(da.values, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
+        raise DataError(
+            "trajectories contain NaN or infinite values; a model of the dynamics needs complete "
+            "states (fill or drop the gaps, or use geodl.assimilation to reconstruct them)"
+        )
+    return values, float(dt)
+
+
+def split_trajectories(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validation data: the last trajectory when there are several, else the last 20% of time."""
+    if values.shape[0] > 1:
+        return values[:-1], values[-1:]
+    cut = int(0.8 * values.shape[1])
+    return values[:, :cut], values[:, cut:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,10 +344,61 @@ def _field(model: Any) -> Any:
 # stages
 
 
+def _external(cfg: Any) -> list[Path]:
+    return [Path(cfg.data.path)] if cfg.data.path else []
+
+
+def read_trajectory_file(path: str | Path, variable: str) -> tuple[np.ndarray, float]:
+    """Read and check a trajectory file: ``(trajectory, time, component)`` array and ``dt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data.path: trajectory file '{path}' not found")
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.path: cannot open '{path}' as NetCDF ({exc})") from None
+    with ds:
+        if variable not in ds.data_vars:
+            raise DataError(
+                f"{path}: no variable '{variable}' (found {sorted(map(str, ds.data_vars))}); set "
+                "data.variable"
+            )
+        da = ds[variable].load()
+        if "dt" not in da.attrs and "dt" in ds.attrs:
+            da.attrs["dt"] = ds.attrs["dt"]
+    try:
+        return trajectory_array(da)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def _split_three(traj: np.ndarray) -> dict[str, np.ndarray]:
+    """train / val / test: whole trajectories when there are 3 or more, else 60/20/20% of time."""
+    if traj.shape[0] >= 3:
+        return {"train": traj[:-2], "val": traj[-2:-1], "test": traj[-1:]}
+    n = traj.shape[1]
+    a, b = int(0.6 * n), int(0.8 * n)
+    return {"train": traj[:, :a], "val": traj[:, a:b], "test": traj[:, b:]}
+
+
 def _simulate(ctx: StageContext) -> None:
     from geodl.sim import simulate_lorenz
 
     s = ctx.cfg.simulate
+    if ctx.cfg.data.path:
+        traj, dt = read_trajectory_file(ctx.cfg.data.path, ctx.cfg.data.variable)
+        parts_ = _split_three(traj)
+        ds = xr.Dataset(
+            {k: ((f"trajectory_{k}", f"time_{k}", "component"), v) for k, v in parts_.items()},
+            attrs={
+                "title": f"trajectories for dynamics learning from {ctx.cfg.data.path}",
+                "source": f"file {ctx.cfg.data.path}, variable {ctx.cfg.data.variable}",
+                "dt": dt,
+                "Conventions": "CF-1.8",
+            },
+        )
+        ds.to_netcdf(ctx.output("trajectories.nc"))
+        return
     rng = np.random.default_rng(s.seed + 7)
     parts = {}
     for i, (name, n) in enumerate(
@@ -465,7 +583,7 @@ def _evaluate(ctx: StageContext) -> None:
     if ev.lead_steps >= n_time:
         raise ConfigError(
             f"evaluate.lead_steps={ev.lead_steps} is longer than the test trajectories "
-            f"({n_time} steps); lower it or raise simulate.n_steps"
+            f"({n_time} steps); lower it, raise simulate.n_steps or give longer data"
         )
     z_test = (test - mean) / std
     t0 = time.perf_counter()
@@ -653,7 +771,13 @@ EXPERIMENT = register(
         task="dynamics",
         schema=DynamicsConfig,
         stages=(
-            Stage("simulate", _simulate, sections=("simulate",), outputs=("trajectories.nc",)),
+            Stage(
+                "simulate",
+                _simulate,
+                sections=("simulate", "data"),
+                outputs=("trajectories.nc",),
+                external_inputs=_external,
+            ),
             Stage(
                 "train",
                 _train,

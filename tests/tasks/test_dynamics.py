@@ -132,3 +132,62 @@ def test_config_errors(tmp_path, capsys, override, match):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+@pytest.fixture(scope="module")
+def trajectory_file(tmp_path_factory):
+    from geodl.tasks.simulate import lorenz_dataset
+
+    path = tmp_path_factory.mktemp("traj") / "l63.nc"
+    lorenz_dataset("lorenz63", n_trajectories=4, n_steps=300, dt=0.01, seed=9).to_netcdf(path)
+    return path
+
+
+def test_trajectories_from_a_file(trajectory_file, tmp_path):
+    """A user's trajectory file replaces the simulator: 2 train, 1 val, 1 test trajectory."""
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["run", QUICK, "--out", str(out), "--set", f"data.path={trajectory_file}"]
+            + [x for o in TINY[2:] for x in ("--set", o)]
+        )
+        == 0
+    )
+    with xr.open_dataset(out / "trajectories.nc") as t:
+        assert t["train"].shape == (2, 301, 3) and t["test"].shape == (1, 301, 3)
+    m = json.loads((out / "metrics.json").read_text())["methods"]["bilinear_resnet"]
+    assert m["rmse_step_1"] < m["rmse_step_8"]
+
+
+def _file(tmp_path, trajectory_file, change):
+    ds = xr.open_dataset(trajectory_file).load()
+    ds = change(ds)
+    path = tmp_path / "bad.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "extra", "match"),
+    [
+        (lambda ds: ds.rename(component="var"), [], "expected (time, component)"),
+        (lambda ds: ds.rename(state="x"), [], "no variable 'state'"),
+        (lambda ds: ds.drop_vars("time"), [], "no time step"),
+        (lambda ds: ds.isel(time=slice(0, 60)), [], "evaluate.lead_steps=100 is longer"),
+        (lambda ds: ds, ["model.rollout=400"], "model.rollout=400 steps needs trajectories"),
+    ],
+)
+def test_bad_trajectory_files(tmp_path, capsys, trajectory_file, change, extra, match):
+    path = _file(tmp_path, trajectory_file, change)
+    args = ["run", QUICK, "--out", str(tmp_path / "r"), "--set", f"data.path={path}"]
+    for o in [*TINY[2:], *extra]:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+def test_missing_trajectory_file(tmp_path, capsys):
+    args = ["run", QUICK, "--out", str(tmp_path / "r"), "--set", "data.path=nowhere.nc"]
+    assert main(args) == 2
+    assert "trajectory file 'nowhere.nc' not found" in capsys.readouterr().err
