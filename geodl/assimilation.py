@@ -165,7 +165,8 @@ def assimilate(
     squeeze = obs.ndim == 2
     out = {"analysis": est[0] if squeeze else est}
     if spread is not None:
-        out["spread"] = spread.numpy()[0] if squeeze else spread.numpy()
+        spread = spread.detach().numpy()
+        out["spread"] = spread[0] if squeeze else spread
     ds = xr.Dataset(
         {k: (obs.dims, v) for k, v in out.items()},
         coords={k: v for k, v in obs.coords.items()},

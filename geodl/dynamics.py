@@ -179,7 +179,7 @@ class DynamicsModel:
             raise DataError(f"{path} is not a geodl dynamics model ({exc})") from None
         net = build_dynamics_model(m, int(meta["dim"])).double()
         net.load_state_dict(ckpt["state_dict"])
-        net.eval()
+        net.eval().requires_grad_(False)
         return cls(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), float(meta["dt"]), m)
 
 
@@ -230,7 +230,7 @@ def fit(
             log_dir=root / "logs",
             key="api",
         )
-    net.eval()
+    net.eval().requires_grad_(False)  # a fitted model: gradients flow through states only
     out = DynamicsModel(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), dt, m)
     if states is not None:
         da = xr.DataArray(states, dims=("trajectory", "time", "component"), attrs={"dt": dt})
