@@ -67,3 +67,27 @@ def test_slurm_submit_dry_run_chains_dependencies(tmp_path):
         "report",
     ]
     assert "--dependency" not in lines[0] and all("afterok:4242" in x for x in lines[1:])
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["configs/l63_dynamics_quick.yaml", "configs/qg_emulation_quick.yaml"],
+)
+def test_slurm_routes_training_stages_to_gpu(tmp_path, config):
+    """Every task's chain: the train* stages go to the GPU template, every other to the CPU one."""
+    env = {**ENV, "SBATCH": "echo 4242"}
+    script = REPO / "pipelines/slurm/submit.sh"
+    out = subprocess.run(
+        ["bash", str(script), config, str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) >= 4
+    for line in lines:
+        stage = line.split(":")[0]
+        template = "gpu.sbatch" if stage.startswith("train") else "cpu.sbatch"
+        assert template in line, line
