@@ -128,6 +128,11 @@ class FourDVarNetSection(Section):
     lstm_hidden: int = Field(32, gt=0)
     kernel: int = Field(5, gt=0)
     n_bilinear: int = Field(6, gt=0)
+    prior: Literal["dense", "local"] = Field(
+        "dense", description="local: one bilinear stencil for every component (Lorenz-96)"
+    )
+    stencil: int = Field(5, gt=0, description="stencil width of the local prior (odd)")
+    freeze_prior: bool = Field(False, description="keep the pre-fitted prior fixed in training")
     grad_step: float = Field(0.2, ge=0)
     prior_weight: float = Field(100.0, gt=0, description="initial weight (learned)")
     prior_pretrain_iter: int = Field(200, ge=0, description="L-BFGS iterations on the prior")
@@ -389,6 +394,11 @@ def _train(ctx: StageContext) -> None:
         )
     if s.system == "lorenz63" and dim != 3:
         raise DataError(f"truth has {dim} components but simulate.system is lorenz63 (3)")
+    if n.prior == "local" and (n.stencil % 2 == 0 or n.stencil > dim):
+        raise ConfigError(
+            f"fourdvarnet.stencil={n.stencil}: the local prior needs an odd stencil no wider than "
+            f"the state ({dim} components)"
+        )
 
     def make(n_traj: int, seed: int) -> TensorDataset:
         traj = simulate_lorenz(
@@ -416,13 +426,17 @@ def _train(ctx: StageContext) -> None:
         s.system, n_trajectories=4, n_steps=5000, dt=dt, n_components=dim, forcing=s.forcing
     )
     norm = {"mean": clim.mean((0, 1)).tolist(), "std": clim.std((0, 1)).tolist()}
+    if n.prior == "local":  # one scale for all components keeps the dynamics translation invariant
+        norm = {"mean": [float(clim.mean())] * dim, "std": [float(clim.std())] * dim}
     train = make(n.n_train_trajectories, n.seed)
     val = make(n.n_val_trajectories, n.seed + 1000)
     torch.manual_seed(cfg.train.seed)
     model = _build_net(n, dim)
     if n.prior_pretrain_iter > 0:
         _pretrain_prior(model, train.tensors[3], n.prior_pretrain_iter)
-    weight = n.prior_loss_weight
+    if n.freeze_prior:
+        model.prior.requires_grad_(False)
+    weight = 0.0 if n.freeze_prior else n.prior_loss_weight
 
     def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         y, m, init, x = batch
@@ -477,6 +491,8 @@ def _build_net(n: FourDVarNetSection, dim: int) -> Any:
         kernel=n.kernel,
         grad_step=n.grad_step,
         prior_weight=n.prior_weight,
+        prior=n.prior,
+        stencil=n.stencil,
     )
 
 

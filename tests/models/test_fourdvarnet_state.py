@@ -65,3 +65,45 @@ def test_bad_arguments(kwargs, match):
 def test_bad_shapes():
     with pytest.raises(UserInputError, match=r"must both be \(batch, time, 3\)"):
         make()(torch.zeros(2, 10, 4), torch.ones(2, 10, 4))
+
+
+def test_local_prior_represents_lorenz96_exactly():
+    """(x_{i+1} - x_{i-2}) x_{i-1} - x_i + F as one bilinear stencil of width 5."""
+    from geodl.models.fourdvarnet_state import LocalBilinearStep
+    from geodl.sim import lorenz_vector_field, rk4_step
+
+    step = LocalBilinearStep(n_bilinear=1, stencil=5, dt=0.05).double()
+    with torch.no_grad():
+        for p in step.parameters():
+            p.zero_()
+        # cross-correlation: output i reads x_{i + j - 2} with weight w[j]
+        step.left.weight[0, 0, 3], step.left.weight[0, 0, 0] = 1.0, -1.0
+        step.right.weight[0, 0, 1] = 1.0
+        step.mix.weight.fill_(1.0)
+        step.linear.weight[0, 0, 2], step.linear.bias[0] = -1.0, 8.0
+    x = torch.randn(4, 40, dtype=torch.float64) * 3 + 2
+    f = lorenz_vector_field("lorenz96", forcing=8.0)
+    torch.testing.assert_close(step.vector_field(x), f(x))
+    torch.testing.assert_close(step(x), rk4_step(f, x, 0.05))
+
+
+def test_local_prior_is_translation_equivariant_and_trains():
+    torch.manual_seed(0)
+    net = StateFourDVarNet(12, dt=1.0, n_iter=2, lstm_hidden=8, prior="local", n_bilinear=2)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(net.prior(x.roll(3, -1)), net.prior(x).roll(3, -1))
+    y = torch.randn(2, 20, 12)
+    out = net(y, (torch.rand_like(y) > 0.5).float())
+    (out.pow(2).mean() + net.prior_loss(y)).backward()
+    assert out.shape == (2, 20, 12) and net.prior.left.weight.grad.abs().sum() > 0
+
+
+def test_bad_local_prior():
+    with pytest.raises(
+        UserInputError, match=r"prior='global', expected one of \['dense', 'local'\]"
+    ):
+        StateFourDVarNet(8, dt=1.0, prior="global")
+    with pytest.raises(UserInputError, match=r"stencil \(5\) is wider than the state \(3"):
+        StateFourDVarNet(3, dt=1.0, prior="local")
+    with pytest.raises(UserInputError, match="stencil must be odd"):
+        StateFourDVarNet(8, dt=1.0, prior="local", stencil=4)
