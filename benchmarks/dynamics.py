@@ -29,7 +29,12 @@ CASES = {
     "bilinear_clean": [],
     "bilinear_noisy": ["simulate.noise_std=0.5"],
     "bilinear_noisy_states": ["simulate.noise_std=0.5", "model.estimate_states=true"],
-    "node_rk4_clean": ["model.kind=neural_ode", "model.method=rk4", "model.lbfgs_iter=100"],
+    "node_rk4_clean": [
+        "model.kind=neural_ode",
+        "model.method=rk4",
+        "model.init_scale=0.01",
+        "model.lbfgs_iter=300",
+    ],
 }
 
 
@@ -64,7 +69,12 @@ def main() -> None:
         f"| histogram distance (mean over variables) | {m['hist_distance_mean']:.3f} "
         f"(truth vs truth: {m.get('hist_distance_truth_halves', float('nan')):.3f}) | |"
     )
-    print(f"| fraction of rollout on the attractor | {m['on_attractor_fraction']:.4f} | |")
+    truth = m.get("on_attractor_fraction_truth")
+    print(
+        f"| fraction of rollout on the attractor | {m['on_attractor_fraction']:.4f}"
+        + (f" (true states: {truth:.4f})" if truth is not None else "")
+        + " | |"
+    )
     left = m.get("left_attractor_at_step")
     print(
         f"| left the attractor | {'at step ' + str(left) if left else 'no'} "

@@ -43,6 +43,7 @@ def test_quick_run_scores_and_report(quick_run):
         assert np.isfinite(m[key]), key
     assert m["rmse_step_1"] < m["rmse_step_8"]  # errors grow with lead time
     assert 0.0 <= m["on_attractor_fraction"] <= 1.0
+    assert 0.0 <= m["on_attractor_fraction_truth"] <= 1.0
     with xr.open_dataset(quick_run / "forecast.nc") as f:
         assert f.sizes["lead"] == 101
         assert np.isfinite(f["rollout"].values).all()  # never NaN-filled
