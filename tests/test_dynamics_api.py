@@ -101,3 +101,23 @@ def test_bad_forecast_and_config(model, l63):
         gd.fit(l63, model={"rollout": 900}, train={"max_epochs": 1})
     with pytest.raises(ValueError, match="model: .*kind"):
         gd.fit(l63, model={"kind": "transformer"})
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_neural_ode_geodl_rk4_or_torchdiffeq(l63, tmp_path, method):
+    short = l63.isel(time=slice(0, 200))
+    m = gd.fit(
+        short,
+        model={"kind": "neural_ode", "method": method, "hidden": [16], "stride": 4},
+        train={"max_epochs": 1},
+    )
+    x0 = short.isel(trajectory=0, time=0)
+    fc = m.forecast(x0, 20)
+    assert fc.shape == (21, 3) and np.isfinite(fc.values).all()
+    xr.testing.assert_allclose(
+        gd.DynamicsModel.load(m.save(tmp_path / "n.pt")).forecast(x0, 20), fc
+    )
+    x = torch.as_tensor(short.isel(trajectory=0).values[:50])
+    x.requires_grad_(True)
+    m.step(x).sum().backward()  # differentiable in the state (4D-Var uses it)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
