@@ -1,6 +1,9 @@
 """geodl: deep learning on gridded ocean and atmosphere data.
 
-Public API (xarray in, xarray out); the ``geodl`` command wraps the same functions.
+Public API (xarray in, xarray out); the ``geodl`` command wraps the same functions. One module
+per job: :mod:`geodl.mapping` (fit / reconstruct), :mod:`geodl.dynamics` (fit / forecast /
+Lyapunov exponent) and :mod:`geodl.assimilation` (assimilate / score); whole experiments run with
+:func:`load_config` and :func:`run_experiment`.
 """
 
 __version__ = "0.1.0"
