@@ -17,7 +17,9 @@ split's mean and standard deviation (the statistics travel with each model).
   QG simulator run at a coarser resolution (``coarse_factor`` fewer points per side): its initial
   PV is the true PV spectrally truncated to the coarse grid; its forecast is spectrally
   interpolated (zero padding) back to the fine grid and scored there against the truth, like every
-  other method (so its error at lead 0 is the energy of the scales the coarse grid cannot hold);
+  other method (so its error at lead 0 is the energy of the scales the coarse grid cannot hold;
+  the coarse model's own small-scale filter, pyqg's, set relative to its grid, then damps the top
+  third of its wavenumbers within a few steps: ``coarse_filterfac`` changes its strength);
 - the isotropic kinetic-energy spectrum of a long free rollout (second half of ``long_days``)
   against the spectrum of the test truth, as the mean absolute log10 ratio over the wavenumbers
   each grid resolves;
@@ -95,6 +97,9 @@ class CNNSection(Section):
     act: str = "gelu"
     rollout: int = Field(4, gt=0, description="steps of the rollout loss")
     stride: int = Field(1, gt=0, description="between training windows")
+    input_noise: float = Field(
+        0.0, ge=0, description="std of noise added to each training window's start (normalised)"
+    )
     train: TrainSection = TrainSection(max_epochs=20, batch_size=16, lr=1e-3, progress_bar=False)
 
 
@@ -104,6 +109,7 @@ class LatentODESection(Section):
     depth: int = Field(1, ge=0, description="halvings of the grid into the latent grid")
     method: str = "rk4"
     step_size: float = Field(0.5, gt=0, description="solver step, in emulator steps")
+    residual: bool = Field(True, description="forecast x0 + D(z_t) - D(z_0), not D(z_t)")
     act: str = "gelu"
     rollout: int = Field(4, gt=0, description="steps of the rollout loss")
     stride: int = Field(1, gt=0)
@@ -114,6 +120,9 @@ class EvaluateSection(Section):
     lead_days: float = Field(10.0, gt=0)
     n_forecasts: int = Field(32, gt=0, description="initial states spread over the test period")
     coarse_factor: int = Field(2, ge=2, description="the coarse simulator has nx / this points")
+    coarse_filterfac: float | None = Field(
+        None, ge=0, description="small-scale filter of the coarse simulator (None: the preset's)"
+    )
     long_days: float = Field(365.0, gt=0, description="free rollout for the KE spectrum")
     bound: float = Field(10.0, gt=0, description="diverged: a normalised value beyond this")
     timing_repeats: int = Field(3, gt=0)
@@ -241,12 +250,15 @@ def _n_saved(days: float, s: SimulateSection, key: str) -> int:
     return round(n)
 
 
-def _qg(s: SimulateSection, nx: int | None = None, device: str = "cpu") -> Any:
+def _qg(
+    s: SimulateSection, nx: int | None = None, device: str = "cpu", filterfac: float | None = None
+) -> Any:
     from geodl.errors import UserInputError
     from geodl.sim import QGModel
 
+    extra = {} if filterfac is None else {"filterfac": filterfac}
     try:
-        return QGModel(s.preset, nx=nx or s.nx, L=s.L_km * 1e3, dt=s.dt, device=device)
+        return QGModel(s.preset, nx=nx or s.nx, L=s.L_km * 1e3, dt=s.dt, device=device, **extra)
     except UserInputError as exc:
         raise ConfigError(f"simulate: {exc}") from None
 
@@ -395,12 +407,13 @@ def _build(cfg: Any, method: str, channels: int, nx: int) -> torch.nn.Module:
 
 
 def _forecast_fn(
-    model: torch.nn.Module, method: str
+    model: torch.nn.Module, method: str, residual: bool = False
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``(x0 (B, C, H, W), n_steps) -> (B, n_steps + 1, C, H, W)``, normalised units.
 
-    The CNN map is iterated; the latent ODE encodes ``x0`` once and decodes every step (its lead-0
-    output is a reconstruction, not ``x0`` itself).
+    The CNN map is iterated. The latent ODE encodes ``x0`` once and decodes every step; with
+    ``residual`` the forecast is ``x0 + D(z_t) - D(z_0)`` (the decoded change since the start), so
+    that lead 0 is ``x0`` itself and the autoencoder need not reproduce the scales that persist.
     """
     if method == "cnn":
 
@@ -413,16 +426,23 @@ def _forecast_fn(
         return cnn
 
     def latent(x0: torch.Tensor, n: int) -> torch.Tensor:
-        return model(x0, torch.arange(n + 1, dtype=x0.dtype, device=x0.device))
+        out = model(x0, torch.arange(n + 1, dtype=x0.dtype, device=x0.device))  # (B, n+1, C, H, W)
+        return x0[:, None] + out - out[:, :1] if residual else out
 
     return latent
 
 
-def _rollout_loss(model: torch.nn.Module, method: str, x: torch.Tensor) -> torch.Tensor:
+def _residual(cfg: Any, method: str) -> bool:
+    return method == "latent_ode" and cfg.latent_ode.residual
+
+
+def _rollout_loss(
+    model: torch.nn.Module, method: str, x: torch.Tensor, residual: bool = False
+) -> torch.Tensor:
     """MSE of a rollout from ``x[:, 0]`` against ``x[:, 1:]`` (``(B, K+1, C, H, W)``); for the
-    latent ODE the lead-0 reconstruction is scored too (it is the autoencoder's training signal)."""
-    pred = _forecast_fn(model, method)(x[:, 0], x.shape[1] - 1)
-    if method == "cnn":
+    plain latent ODE the lead-0 reconstruction is scored too (the autoencoder's training signal)."""
+    pred = _forecast_fn(model, method, residual)(x[:, 0], x.shape[1] - 1)
+    if method == "cnn" or residual:
         return (pred[:, 1:] - x[:, 1:]).pow(2).mean()
     return (pred - x).pow(2).mean()
 
@@ -450,7 +470,12 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
 
         def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
             (x,) = batch  # (B, K+1, C, H, W)
-            return {"loss": _rollout_loss(net, method, x)}
+            noise = getattr(section, "input_noise", 0.0)
+            if noise and net.training:
+                # Why: a rollout feeds the map its own imperfect states; noisy starts teach it to
+                # pull such states back rather than amplify them (long-rollout stability).
+                x = torch.cat((x[:, :1] + noise * torch.randn_like(x[:, :1]), x[:, 1:]), 1)
+            return {"loss": _rollout_loss(net, method, x, _residual(cfg, method))}
 
         module = TaskModule(model, loss_fn, section.train)
         with _threads(cfg.evaluate.threads):
@@ -544,7 +569,7 @@ def _evaluate(ctx: StageContext) -> None:
     n_long = _n_saved(ev.long_days, s, "evaluate.long_days")
     nc = s.nx // ev.coarse_factor  # checked in check_config
     fine = _qg(s)
-    coarse = _qg(s, nx=nc)
+    coarse = _qg(s, nx=nc, filterfac=ev.coarse_filterfac)
     channels, nx = test.shape[1], test.shape[-1]
     z_test = (test - mean) / std
     starts = np.unique(np.linspace(0, len(test) - 1 - n_lead, ev.n_forecasts).astype(int))
@@ -570,7 +595,9 @@ def _evaluate(ctx: StageContext) -> None:
         models = {m: _load_model(ctx, m, channels, nx) for m in cfg.methods}
         left_at: dict[str, int] = {}
         for m, model in models.items():
-            pred, bad = _rollout_checked(_forecast_fn(model, m), x0, n_lead, ev.bound)
+            pred, bad = _rollout_checked(
+                _forecast_fn(model, m, _residual(cfg, m)), x0, n_lead, ev.bound
+            )
             preds[m] = pred
             if bad is not None:
                 left_at[m] = bad
@@ -608,7 +635,9 @@ def _evaluate(ctx: StageContext) -> None:
         floor = _log_error(e_a, e_b, len(k_fine) - 1)
         x_long = x0[:1]
         for m, model in models.items():
-            roll, bad = _rollout_checked(_forecast_fn(model, m), x_long, n_long, ev.bound)
+            roll, bad = _rollout_checked(
+                _forecast_fn(model, m, _residual(cfg, m)), x_long, n_long, ev.bound
+            )
             roll = roll[0]  # (T', C, H, W), cut before any bad step
             rollouts[m] = roll
             r = results[m]
@@ -653,7 +682,11 @@ def _evaluate(ctx: StageContext) -> None:
         for dev in devices:
             t: dict[str, float] = {}
             fine_d = fine if dev.type == "cpu" else _qg(s, device=str(dev))
-            coarse_d = coarse if dev.type == "cpu" else _qg(s, nx=nc, device=str(dev))
+            coarse_d = (
+                coarse
+                if dev.type == "cpu"
+                else _qg(s, nx=nc, device=str(dev), filterfac=ev.coarse_filterfac)
+            )
             q_t = q0[:n_t].to(dev)
             t["simulator"] = _best_time(
                 lambda f=fine_d, q=q_t: f.run(q, n_lead * every, every), ev.timing_repeats, dev
@@ -664,7 +697,7 @@ def _evaluate(ctx: StageContext) -> None:
                 dev,
             )
             for m, model in models.items():
-                fn = _forecast_fn(model.to(dev), m)
+                fn = _forecast_fn(model.to(dev), m, _residual(cfg, m))
                 x_t = x0[:n_t].to(dev)
                 t[m] = _best_time(lambda f=fn, x=x_t: f(x, n_lead), ev.timing_repeats, dev)
                 model.cpu()
@@ -697,6 +730,7 @@ def _evaluate(ctx: StageContext) -> None:
         },
         "spectrum_log10_error_truth_halves": floor,
         "coarse_nx": nc,
+        "coarse_filterfac": coarse.params.filterfac,
         "coarse_comparison": "coarse forecast spectrally interpolated to the fine grid",
     }
     ctx.output("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -811,7 +845,7 @@ def check_config(cfg: EmulationConfig) -> None:
             f"2**depth={2**cfg.latent_ode.depth}; lower the depth or change nx"
         )
     _qg(s)
-    _qg(s, nx=nc)
+    _qg(s, nx=nc, filterfac=ev.coarse_filterfac)
 
 
 def _stages(cfg: Any) -> tuple[Stage, ...]:

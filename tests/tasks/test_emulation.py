@@ -70,6 +70,7 @@ def test_tiny_run_metrics_files_and_report(tiny_run):
     assert metrics["timing_s"]["cpu"]["simulator"] > 0
     curves = metrics["rmse_vs_lead"]
     assert curves["persistence"][0] == 0.0 and curves["cnn"][0] == 0.0  # both start from x0
+    assert curves["latent_ode"][0] < 1e-6  # residual latent ODE: x0 + D(z_0) - D(z_0)
     assert curves["coarse_sim"][0] > 0.0  # the scales the coarse grid drops
     with xr.open_dataset(tiny_run / "forecast.nc") as f:
         assert f.sizes["lead_cnn"] == 6 and f.sizes["day_cnn"] == 21
