@@ -95,6 +95,51 @@ def tables(metrics: dict, coarse_nx: int, nx: int) -> list[str]:
     return out
 
 
+def timing_only(cfg, args) -> None:
+    """Speed-up at the config's grid and model sizes without training: a forecast's cost does not
+    depend on the weights' values. Initial states: small random PV (the simulator) and standard
+    normal fields (the emulators)."""
+    import torch
+
+    from geodl.sim import QGModel
+    from geodl.tasks.emulation import build_emulator, check_config, forecast_timings
+
+    check_config(cfg)
+    s, ev = cfg.simulate, cfg.evaluate
+    n = ev.timing_forecasts
+    qg = QGModel(s.preset, nx=s.nx, L=s.L_km * 1e3, dt=s.dt)
+    q0 = qg.initial_pv(n, seed=0, amplitude=1e-6)
+    x0 = torch.randn(n, 2, s.nx, s.nx, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    models = {m: build_emulator(cfg, m, 2, s.nx).eval() for m in cfg.methods}
+    load0 = os.getloadavg()
+    timing = forecast_timings(cfg, models, q0, x0)
+    names = ["simulator", "coarse_sim", *models]
+    lines = [
+        f"`{args.config}` timing only ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC): {n} "
+        f"forecasts of {ev.lead_days:g} days at {s.nx}x{s.nx}, {ev.threads} CPU thread(s), "
+        f"best of {ev.timing_repeats}; untrained weights",
+        "",
+        f"| device | {' | '.join(f'{k} (s)' for k in names)} | "
+        f"{' | '.join(f'speed-up {k}' for k in names[1:])} |",
+        f"|---|{'---|' * (2 * len(names) - 1)}",
+    ]
+    for dev, t in timing.items():
+        lines.append(
+            f"| {dev} | {' | '.join(f'{t[k]:.3g}' for k in names)} | "
+            + " | ".join(f"{t['simulator'] / t[k]:.1f}" for k in names[1:])
+            + " |"
+        )
+    lines.append(
+        f"Load average at start: {', '.join(f'{x:.2f}' for x in load0)}; at end: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    text = "\n".join(lines)
+    print(text)
+    if args.md:
+        Path(args.md).write_text(text + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/qg_emulation_quick.yaml")
@@ -102,8 +147,16 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--force", action="store_true", help="re-run every stage")
     p.add_argument("--md", default=None, help="also write the tables to this Markdown file")
+    p.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="time simulator vs untrained emulators at the config's sizes (no training)",
+    )
     args = p.parse_args()
     cfg, exp = load_config(args.config, args.overrides)
+    if args.timing_only:
+        timing_only(cfg, args)
+        return
     out = Path(args.out or f"runs/bench_emulation/{cfg.experiment.name}")
     load0 = os.getloadavg()
     start = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -64,6 +64,8 @@ __all__ = [
     "EmulationConfig",
     "check_config",
     "coarse_forecast",
+    "build_emulator",
+    "forecast_timings",
     "first_bad_step",
     "ke_spectrum",
     "lead_rmse",
@@ -368,7 +370,8 @@ def _threads(n: int) -> Iterator[None]:
 # models
 
 
-def _build(cfg: Any, method: str, channels: int, nx: int) -> torch.nn.Module:
+def build_emulator(cfg: Any, method: str, channels: int, nx: int) -> torch.nn.Module:
+    """The untrained ``method`` ("cnn" or "latent_ode") for ``channels`` fields of ``nx x nx``."""
     from geodl.errors import UserInputError
     from geodl.models import CNNEmulator, LatentODE
 
@@ -466,7 +469,7 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
 
         torch.manual_seed(section.train.seed)
         channels, nx = data["train"].shape[1], data["train"].shape[-1]
-        model = _build(cfg, method, channels, nx)
+        model = build_emulator(cfg, method, channels, nx)
 
         def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
             (x,) = batch  # (B, K+1, C, H, W)
@@ -516,7 +519,7 @@ def _load_model(ctx: StageContext, method: str, channels: int, nx: int) -> torch
     path = ctx.input(f"models/{method}.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = _build(ctx.cfg, method, channels, nx)
+        model = build_emulator(ctx.cfg, method, channels, nx)
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, OSError) as exc:
         raise UserInputError(
@@ -556,6 +559,51 @@ def _rollout_checked(
         z = fn(x0, n).cpu().numpy()
     bad = first_bad_step(z, bound)
     return (z if bad is None else z[:, :bad]), bad
+
+
+def forecast_timings(
+    cfg: EmulationConfig,
+    models: dict[str, torch.nn.Module],
+    q0: torch.Tensor,
+    x0: torch.Tensor,
+) -> dict[str, dict[str, float]]:
+    """Best wall time (s) of the same forecast by each method: ``{device: {method: seconds}}``.
+
+    From fine PV ``q0`` ``(B, 2, n, n)`` (the simulators) and the same states as normalised model
+    input ``x0`` ``(B, C, n, n)`` (the emulators), ``evaluate.lead_days`` of daily outputs:
+    ``simulator`` (the fine QG model, float64 as it made the data), ``coarse_sim`` (truncation,
+    coarse run, interpolation back), and each model in ``models`` (float32, no gradients), after
+    one warm-up run, best of ``evaluate.timing_repeats``; on CPU with ``evaluate.threads`` threads,
+    and on the GPU too when one is visible and ``evaluate.gpu_timing`` is set. The cost of a
+    forecast does not depend on the weights' values: untrained models time the same.
+    """
+    s, ev = cfg.simulate, cfg.evaluate
+    every = _steps_per_save(s)
+    n_lead = _n_saved(ev.lead_days, s, "evaluate.lead_days")
+    nc = s.nx // ev.coarse_factor
+    devices = [torch.device("cpu")]
+    if ev.gpu_timing and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    timing: dict[str, dict[str, float]] = {}
+    with _threads(ev.threads), torch.no_grad():
+        for dev in devices:
+            t: dict[str, float] = {}
+            fine = _qg(s, device=str(dev))
+            coarse = _qg(s, nx=nc, device=str(dev), filterfac=ev.coarse_filterfac)
+            q_t = q0.to(dev)
+            t["simulator"] = _best_time(
+                lambda f=fine, q=q_t: f.run(q, n_lead * every, every), ev.timing_repeats, dev
+            )
+            t["coarse_sim"] = _best_time(
+                lambda c=coarse, q=q_t: coarse_forecast(q, c, n_lead, every), ev.timing_repeats, dev
+            )
+            for m, model in models.items():
+                fn = _forecast_fn(model.to(dev), m, _residual(cfg, m))
+                x_t = x0.to(dev)
+                t[m] = _best_time(lambda f=fn, x=x_t: f(x, n_lead), ev.timing_repeats, dev)
+                model.cpu()
+            timing[dev.type] = t
+    return timing
 
 
 def _evaluate(ctx: StageContext) -> None:
@@ -674,37 +722,12 @@ def _evaluate(ctx: StageContext) -> None:
         results["coarse_sim"]["ke_ratio_to_truth"] = float(e_c.sum() / e_truth.sum())
 
         # Wall clock of the same forecasts: timing_forecasts initial states, n_lead saved outputs.
-        devices = [torch.device("cpu")]
-        if ev.gpu_timing and torch.cuda.is_available():
-            devices.append(torch.device("cuda"))
-        timing: dict[str, dict[str, float]] = {}
         n_t = min(ev.timing_forecasts, len(starts))
-        for dev in devices:
-            t: dict[str, float] = {}
-            fine_d = fine if dev.type == "cpu" else _qg(s, device=str(dev))
-            coarse_d = (
-                coarse
-                if dev.type == "cpu"
-                else _qg(s, nx=nc, device=str(dev), filterfac=ev.coarse_filterfac)
-            )
-            q_t = q0[:n_t].to(dev)
-            t["simulator"] = _best_time(
-                lambda f=fine_d, q=q_t: f.run(q, n_lead * every, every), ev.timing_repeats, dev
-            )
-            t["coarse_sim"] = _best_time(
-                lambda c=coarse_d, q=q_t: coarse_forecast(q, c, n_lead, every),
-                ev.timing_repeats,
-                dev,
-            )
-            for m, model in models.items():
-                fn = _forecast_fn(model.to(dev), m, _residual(cfg, m))
-                x_t = x0[:n_t].to(dev)
-                t[m] = _best_time(lambda f=fn, x=x_t: f(x, n_lead), ev.timing_repeats, dev)
-                model.cpu()
-            timing[dev.type] = t
+        timing = forecast_timings(cfg, models, q0[:n_t], x0[:n_t])
+        for dev, t in timing.items():
             for name in ("coarse_sim", *models):
-                results[name][f"speedup_{dev.type}"] = t["simulator"] / t[name]
-                results[name][f"time_{dev.type}_s"] = t[name]
+                results[name][f"speedup_{dev}"] = t["simulator"] / t[name]
+                results[name][f"time_{dev}_s"] = t[name]
     for name in ("cnn", "latent_ode"):
         if name in results:
             ctx.log.info("emulation %s: %s", name, results[name])
