@@ -15,7 +15,9 @@ represent quadratic dynamics exactly; ``prior="local"``: the same bilinear stenc
 component of a periodic domain, :class:`LocalBilinearStep`, as in Lorenz-96), and it is minimised by ``n_iter`` iterations of a learned
 gradient solver: a 1-D (in time) convolutional LSTM reads the normalised gradient and proposes the
 update, ``x_{k+1} = x_k - (lstm_out / (k + 1) + grad_step (k + 1) / K\, g)``, with ``g``
-the gradient normalised by its root mean square.
+the gradient normalised by its root mean square (``grad_norm="each"``: at every iteration;
+``"first"``: by that of the first iteration, as 4DVarNet's reference code does, so that the
+steps shrink as the cost decreases).
 
 Why a separate model: the state has a handful of components and hundreds of time steps; time is
 the axis to convolve over, components are channels. Inputs are expected normalised (order-one
@@ -36,6 +38,7 @@ from geodl.models.bilinear import BilinearResNet
 __all__ = ["LocalBilinearStep", "StateFourDVarNet"]
 
 PRIORS = ("dense", "local")
+GRAD_NORMS = ("each", "first")
 
 
 class LocalBilinearStep(nn.Module):
@@ -125,6 +128,12 @@ class StateFourDVarNet(nn.Module):
         component of a periodic domain (:class:`LocalBilinearStep`).
     stencil : int
         Stencil width of the local prior (odd).
+    grad_norm : {"each", "first"}
+        Normalise the gradient by its RMS at every iteration, or by that of the first one.
+    grad_iters : int or None
+        Training backpropagates through the last ``grad_iters`` solver iterations only (None:
+        all): the earlier ones run without a graph, so more iterations cost less memory and time
+        (truncated backpropagation, as in 4DVarNet's ``n_grad``).
 
     Examples
     --------
@@ -148,6 +157,8 @@ class StateFourDVarNet(nn.Module):
         grad_step: float = 0.2,
         prior: str = "dense",
         stencil: int = 5,
+        grad_iters: int | None = None,
+        grad_norm: str = "each",
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("n_iter", n_iter), ("lstm_hidden", lstm_hidden)):
@@ -160,6 +171,15 @@ class StateFourDVarNet(nn.Module):
             )
         if kernel < 1 or kernel % 2 == 0:
             raise UserInputError(f"StateFourDVarNet: kernel must be odd and >= 1, got {kernel}")
+        if grad_iters is not None and not 1 <= grad_iters <= n_iter:
+            raise UserInputError(
+                f"StateFourDVarNet: grad_iters must be in 1..n_iter={n_iter} or None, got "
+                f"{grad_iters}"
+            )
+        if grad_norm not in GRAD_NORMS:
+            raise UserInputError(
+                f"StateFourDVarNet: grad_norm={grad_norm!r}, expected one of {list(GRAD_NORMS)}"
+            )
         if prior not in PRIORS:
             raise UserInputError(
                 f"StateFourDVarNet: prior={prior!r}, expected one of {list(PRIORS)}"
@@ -171,6 +191,8 @@ class StateFourDVarNet(nn.Module):
             )
         self.dim = dim
         self.n_iter = n_iter
+        self.grad_iters = n_iter if grad_iters is None else grad_iters
+        self.grad_norm = grad_norm
         # The weights are learned (in log space) with the solver: their ratio sets how much the
         # analysis trusts the prior against the observations, which nobody knows in advance.
         self.log_obs_weight = nn.Parameter(torch.tensor(math.log(obs_weight)))
@@ -215,20 +237,25 @@ class StateFourDVarNet(nn.Module):
         mask = obs_mask.to(obs.dtype)
         y = torch.where(mask > 0, obs, torch.zeros_like(obs)).detach()
         keep_graph = torch.is_grad_enabled()
+        first_graph = self.n_iter - self.grad_iters if keep_graph else self.n_iter
         with torch.enable_grad():
             x = (y if init is None else init).detach().clone().requires_grad_(True)
             state = None
             for k in range(self.n_iter):
-                if k > 0 and not keep_graph:
+                graph = k >= first_graph
+                if k > 0 and k <= first_graph:  # no graph behind this iteration
                     x = x.detach().requires_grad_(True)
                     state = (state[0].detach(), state[1].detach())
-                grad = torch.autograd.grad(self.cost(x, y, mask).sum(), x, create_graph=keep_graph)[
-                    0
-                ]  # (B, T, D)
-                # Normalised at every iteration (per sample): the steps stay bounded even where
-                # the gradient is tiny (a good first guess) or huge (a bad prior early in training).
-                grad = grad / (grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-12)
-                state = self.lstm(grad.transpose(1, 2), state)  # (B, H, T)
-                step = self.lstm_out(state[0]).transpose(1, 2) / (k + 1)
-                x = x - step - self.grad_step * (k + 1) / self.n_iter * grad
+                cost = self.cost(x, y, mask).sum()
+                grad = torch.autograd.grad(cost, x, create_graph=graph)[0]  # (B, T, D)
+                # Normalised per sample: the steps stay bounded even where the gradient is tiny
+                # (a good first guess) or huge (a bad prior early in training). By the first
+                # norm only, the steps also shrink as the solver converges.
+                if k == 0 or self.grad_norm == "each":
+                    norm = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-12
+                grad = grad / norm
+                with torch.set_grad_enabled(graph):
+                    state = self.lstm(grad.transpose(1, 2), state)  # (B, H, T)
+                    step = self.lstm_out(state[0]).transpose(1, 2) / (k + 1)
+                    x = x - step - self.grad_step * (k + 1) / self.n_iter * grad
         return x if keep_graph else x.detach()

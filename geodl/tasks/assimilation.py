@@ -31,6 +31,7 @@ Python use::
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -125,6 +126,12 @@ class FourDVarNetSection(Section):
 
     window: int = Field(200, ge=4)
     n_iter: int = Field(10, gt=0)
+    grad_iters: int | None = Field(
+        None, gt=0, description="training backpropagates through the last solver iterations only"
+    )
+    grad_norm: Literal["each", "first"] = Field(
+        "each", description="gradient normalised by its RMS at every iteration or the first"
+    )
     lstm_hidden: int = Field(32, gt=0)
     kernel: int = Field(5, gt=0)
     n_bilinear: int = Field(6, gt=0)
@@ -133,6 +140,14 @@ class FourDVarNetSection(Section):
     )
     stencil: int = Field(5, gt=0, description="stencil width of the local prior (odd)")
     freeze_prior: bool = Field(False, description="keep the pre-fitted prior fixed in training")
+    init: Literal["interp", "filter"] = Field(
+        "interp",
+        description="solver first guess: time interpolation of the obs, or cycled 3D-Var with "
+        "the learned prior as the model",
+    )
+    init_background_scale: float = Field(
+        0.1, gt=0, description="init filter: B = this x the climatological covariance"
+    )
     grad_step: float = Field(0.2, ge=0)
     prior_weight: float = Field(100.0, gt=0, description="initial weight (learned)")
     prior_pretrain_iter: int = Field(200, ge=0, description="L-BFGS iterations on the prior")
@@ -371,11 +386,10 @@ def _obs_std(cfg: Any) -> float:
 def _train(ctx: StageContext) -> None:
     """Train the learned DA model on windows of trajectories simulated apart from the truth."""
     import torch
-    from torch.utils.data import TensorDataset
 
     from geodl.obs import observe_state
     from geodl.sim import simulate_lorenz
-    from geodl.training import TaskModule, fit
+    from geodl.training import TaskModule, fit, load_model_weights
 
     cfg = ctx.cfg
     out = ctx.output("model")
@@ -400,7 +414,7 @@ def _train(ctx: StageContext) -> None:
             f"the state ({dim} components)"
         )
 
-    def make(n_traj: int, seed: int) -> TensorDataset:
+    def make(n_traj: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         traj = simulate_lorenz(
             s.system,
             n_trajectories=n_traj,
@@ -414,7 +428,7 @@ def _train(ctx: StageContext) -> None:
         obs = observe_state(
             traj, every=o.every, components=o.components, noise_std=_obs_std(cfg), seed=seed + 1
         )
-        return _windows(traj, obs, n.window, n.train_stride, norm)
+        return traj, obs
 
     if n.window > n.n_train_steps + 1:
         raise ConfigError(
@@ -428,14 +442,25 @@ def _train(ctx: StageContext) -> None:
     norm = {"mean": clim.mean((0, 1)).tolist(), "std": clim.std((0, 1)).tolist()}
     if n.prior == "local":  # one scale for all components keeps the dynamics translation invariant
         norm = {"mean": [float(clim.mean())] * dim, "std": [float(clim.std())] * dim}
-    train = make(n.n_train_trajectories, n.seed)
-    val = make(n.n_val_trajectories, n.seed + 1000)
+    cov = np.cov(clim.reshape(-1, dim).numpy().T).reshape(dim, dim)
+    train_traj, train_obs = make(n.n_train_trajectories, n.seed)
+    val_traj, val_obs = make(n.n_val_trajectories, n.seed + 1000)
     torch.manual_seed(cfg.train.seed)
     model = _build_net(n, dim)
     if n.prior_pretrain_iter > 0:
-        _pretrain_prior(model, train.tensors[3], n.prior_pretrain_iter)
+        wins = _windows(train_traj, train_obs, n.window, n.train_stride, norm).tensors[3]
+        _pretrain_prior(model, wins, n.prior_pretrain_iter)
     if n.freeze_prior:
         model.prior.requires_grad_(False)
+    background = {"cov": cov.tolist(), "scale": n.init_background_scale}
+
+    def first_guess(obs: np.ndarray) -> np.ndarray | None:
+        if n.init == "interp":
+            return None
+        return _learned_3dvar(model.prior, obs, norm, background, _obs_std(cfg))
+
+    train = _windows(train_traj, train_obs, n.window, n.train_stride, norm, first_guess(train_obs))
+    val = _windows(val_traj, val_obs, n.window, n.train_stride, norm, first_guess(val_obs))
     weight = 0.0 if n.freeze_prior else n.prior_loss_weight
 
     def loss_fn(net: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
@@ -462,11 +487,17 @@ def _train(ctx: StageContext) -> None:
                 sort_keys=True,
             ),
         )
+    if result.best_path is not None:  # the weights of the best validation epoch
+        load_model_weights(
+            module.model, torch.load(result.best_path, map_location="cpu", weights_only=True)
+        )
     torch.save(
         {
             "state_dict": module.model.state_dict(),
             "geodl": {
                 "norm": norm,
+                "background": background,
+                "obs_std": _obs_std(cfg),
                 "dt": dt,
                 "dim": dim,
                 "epochs": result.epochs,
@@ -493,6 +524,8 @@ def _build_net(n: FourDVarNetSection, dim: int) -> Any:
         prior_weight=n.prior_weight,
         prior=n.prior,
         stencil=n.stencil,
+        grad_iters=n.grad_iters,
+        grad_norm=n.grad_norm,
     )
 
 
@@ -521,10 +554,47 @@ def _pretrain_prior(model: Any, truth: Any, n_iter: int) -> None:
     prior.float()
 
 
+def _learned_3dvar(
+    prior: Any,
+    obs: np.ndarray,
+    norm: dict[str, list[float]],
+    background: dict[str, Any],
+    obs_std: float,
+) -> np.ndarray:
+    """First guess ``(B, T, D)`` (physical units) of ``fourdvarnet.init: filter``: cycled 3D-Var
+    with the learned prior as the model and B = scale x the climatological covariance. Why: a
+    trajectory that follows the (learned) dynamics between observations leaves the solver only
+    the jumps at analysis times to smooth, where the time interpolation is off the dynamics
+    everywhere and a few solver iterations cannot propagate the information across the gaps."""
+    import torch
+
+    from geodl.baselines import cycled_3dvar
+
+    m = torch.as_tensor(norm["mean"], dtype=torch.float64)
+    s = torch.as_tensor(norm["std"], dtype=torch.float64)
+    prior = copy.deepcopy(prior).double()
+    cov = torch.as_tensor(background["cov"], dtype=torch.float64) * background["scale"]
+    with torch.no_grad():
+        est = cycled_3dvar(
+            lambda x: prior((x - m) / s) * s + m,
+            torch.as_tensor(obs, dtype=torch.float64),
+            obs_std=obs_std,
+            background_cov=cov,
+        )
+    return est.numpy()
+
+
 def _windows(
-    traj: np.ndarray, obs: np.ndarray, window: int, stride: int, norm: dict[str, list[float]]
+    traj: np.ndarray,
+    obs: np.ndarray,
+    window: int,
+    stride: int,
+    norm: dict[str, list[float]],
+    first_guess: np.ndarray | None = None,
 ) -> Any:
-    """Normalised training windows ``(y, mask, first guess, truth)``, each ``(N, window, D)``."""
+    """Normalised training windows ``(y, mask, first guess, truth)``, each ``(N, window, D)``; the
+    first guess is cut from ``first_guess`` (physical units) or, if None, the time interpolation
+    of the observations."""
     import torch
     from torch.utils.data import TensorDataset
 
@@ -537,7 +607,11 @@ def _windows(
     x = torch.as_tensor((x - mean) / std, dtype=torch.float32)
     y = torch.as_tensor((y - mean) / std, dtype=torch.float32)
     mask = torch.isfinite(y).float()
-    init = interpolate_obs(y)
+    if first_guess is None:
+        init = interpolate_obs(y)
+    else:
+        g = np.stack([first_guess[:, i : i + window] for i in starts], 1).reshape(x.shape)
+        init = torch.as_tensor((g - mean) / std, dtype=torch.float32)
     return TensorDataset(torch.nan_to_num(y), mask, init, x)
 
 
@@ -572,15 +646,24 @@ def _apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.nda
     from geodl.baselines import interpolate_obs
 
     model, mean, std = _load_net(model_file)
+    meta = torch.load(model_file, map_location="cpu", weights_only=True)["geodl"]
     b, t, d = obs.shape
     y = torch.as_tensor((obs - mean) / std, dtype=torch.float32)
+    guess = None
+    if meta["fourdvarnet"].get("init", "interp") == "filter":
+        norm = {"mean": mean.tolist(), "std": std.tolist()}
+        phys = _learned_3dvar(model.prior, obs, norm, meta["background"], meta["obs_std"])
+        guess = torch.as_tensor((phys - mean) / std, dtype=torch.float32)
     stride = max(1, window // 2)
     starts = list(range(0, t - window + 1, stride))
     if starts[-1] != t - window:
         starts.append(t - window)
     wins = torch.stack([y[:, i : i + window] for i in starts], 1).reshape(-1, window, d)
     mask = torch.isfinite(wins).float()
-    init = interpolate_obs(wins)
+    if guess is None:
+        init = interpolate_obs(wins)
+    else:
+        init = torch.stack([guess[:, i : i + window] for i in starts], 1).reshape(-1, window, d)
     with torch.no_grad():
         est = torch.cat(
             [

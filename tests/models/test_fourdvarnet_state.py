@@ -107,3 +107,17 @@ def test_bad_local_prior():
         StateFourDVarNet(3, dt=1.0, prior="local")
     with pytest.raises(UserInputError, match="stencil must be odd"):
         StateFourDVarNet(8, dt=1.0, prior="local", stencil=4)
+
+
+def test_truncated_backprop_same_analysis_gradient_reaches_the_solver():
+    torch.manual_seed(0)
+    y = torch.randn(2, 30, 3)
+    mask = (torch.rand_like(y) > 0.7).float()
+    full, short = make(), make(grad_iters=1)
+    short.load_state_dict(full.state_dict())
+    out = short(y, mask)
+    torch.testing.assert_close(out, full(y, mask))  # truncation changes gradients, not values
+    out.pow(2).mean().backward()
+    assert short.lstm.gates.weight.grad.abs().sum() > 0
+    with pytest.raises(UserInputError, match=r"grad_iters must be in 1..n_iter=3"):
+        make(grad_iters=4)
