@@ -10,7 +10,8 @@ Usage (from the repository root):
 Each case runs the assimilation experiment (geodl.tasks.assimilation) from its config with the
 overrides below into ``--out`` (default ``runs/bench_assimilation/CASE``), then prints the
 DAPPER-style table (RMSE mean ± std over trajectories, at analysis times and over the window, after
-the burn-in), the tuned EnKF inflation, the wall time of each stage, and a JSON line.
+the burn-in), the tuned EnKF inflation and 3D-Var background scale (all scores tried), the wall
+time of each stage, and a JSON line.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
     stages = {s["name"]: s["duration_s"] for s in result.manifest["stages"]}
     print("stage wall times (s):", stages, f"total {wall:.1f}")
     enkf = metrics["methods"].get("enkf", {})
-    print("enkf inflation tuning (analysis RMSE):", metrics.get("enkf_tuning"))
+    print("enkf inflation / 3D-Var B scale tuning (analysis RMSE):", metrics.get("enkf_tuning"))
     print(
         json.dumps(
             {
@@ -64,6 +65,7 @@ def main() -> None:
                     for k, v in metrics["methods"].items()
                 },
                 "enkf_inflation": enkf.get("inflation"),
+                "threedvar_scale": metrics["methods"].get("threedvar", {}).get("background_scale"),
                 "stages_s": stages,
                 "wall_s": round(wall, 1),
             }
