@@ -69,7 +69,6 @@ __all__ = [
     "forecast_timings",
     "first_bad_step",
     "ke_spectrum",
-    "lead_rmse",
     "spectral_resample",
 ]
 
@@ -193,14 +192,6 @@ def ke_spectrum(
     n_bins = n // 2
     e = np.bincount(idx.ravel(), weights=dens.ravel(), minlength=n_bins + 1)[1 : n_bins + 1]
     return dk * np.arange(1, n_bins + 1), e / dk
-
-
-def lead_rmse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """RMSE per lead of forecasts ``pred`` against ``truth``, both ``(N, L+1, ...)``: ``(L+1,)``."""
-    if pred.shape != truth.shape:
-        raise ValueError(f"lead_rmse: shapes differ, {pred.shape} vs {truth.shape}")
-    err = (pred - truth).reshape(pred.shape[0], pred.shape[1], -1)
-    return np.sqrt((err.astype(np.float64) ** 2).mean(axis=(0, 2)))
 
 
 def first_bad_step(x: np.ndarray, bound: float) -> int | None:
@@ -610,6 +601,8 @@ def forecast_timings(
 def _evaluate(ctx: StageContext) -> None:
     cfg = ctx.cfg
     s, ev = cfg.simulate, cfg.evaluate
+    from geodl.metrics import forecast_rmse
+
     data = _series(ctx)
     mean, std = data["mean"], data["std"]
     test, q_test = data["test"], data["q_test"]  # (T, C, H, W)
@@ -651,7 +644,7 @@ def _evaluate(ctx: StageContext) -> None:
             if bad is not None:
                 left_at[m] = bad
         for name, pred in preds.items():
-            curves[name] = lead_rmse(pred, truth[:, : pred.shape[1]])
+            curves[name] = forecast_rmse(pred, truth[:, : pred.shape[1]])
         persist = curves["persistence"]
         for name, curve in curves.items():
             r: dict[str, float] = {}

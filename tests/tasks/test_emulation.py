@@ -11,6 +11,8 @@ import torch
 import xarray as xr
 
 from geodl.cli import main
+from geodl.errors import UserInputError
+from geodl.metrics import forecast_rmse
 from geodl.pipeline import run_experiment
 from geodl.sim import QGModel
 from geodl.tasks import load_config
@@ -18,7 +20,6 @@ from geodl.tasks.emulation import (
     coarse_forecast,
     first_bad_step,
     ke_spectrum,
-    lead_rmse,
     spectral_resample,
 )
 
@@ -177,12 +178,12 @@ def test_ke_spectrum_total_and_peak():
     np.testing.assert_allclose(k[:3], dk * np.array([1, 2, 3]))
 
 
-def test_lead_rmse_and_first_bad_step():
+def test_persistence_rmse_and_first_bad_step():
     truth = np.arange(5.0)[None, :, None] * np.ones((3, 5, 4))  # x_k = k everywhere
     persistence = np.repeat(truth[:, :1], 5, axis=1)
-    np.testing.assert_allclose(lead_rmse(persistence, truth), [0, 1, 2, 3, 4])
-    with pytest.raises(ValueError, match="shapes differ"):
-        lead_rmse(persistence[:, :2], truth)
+    np.testing.assert_allclose(forecast_rmse(persistence, truth), [0, 1, 2, 3, 4])
+    with pytest.raises(UserInputError, match="must have the same shape"):
+        forecast_rmse(persistence[:, :2], truth)
     assert first_bad_step(truth, 10.0) is None
     assert first_bad_step(truth, 2.5) == 3
     z = np.zeros((2, 4, 1))
