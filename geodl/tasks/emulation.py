@@ -55,6 +55,7 @@ import torch
 import xarray as xr
 from pydantic import Field
 
+from geodl import __version__
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError
 from geodl.pipeline import Experiment, Stage, StageContext
@@ -490,6 +491,7 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
             {
                 "state_dict": module.model.state_dict(),
                 "geodl": {
+                    "version": __version__,
                     "method": method,
                     "variable": cfg.simulate.variable,
                     "mean": mean.ravel().tolist(),
@@ -507,13 +509,14 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
 
 def _load_model(ctx: StageContext, method: str, channels: int, nx: int) -> torch.nn.Module:
     from geodl.errors import UserInputError
+    from geodl.training import load_checkpoint
 
     path = ctx.input(f"models/{method}.pt")
+    ckpt = load_checkpoint(path)  # one-line UserInputError for a corrupt or foreign file
+    model = build_emulator(ctx.cfg, method, channels, nx)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_emulator(ctx.cfg, method, channels, nx)
         model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, OSError) as exc:
+    except (RuntimeError, KeyError) as exc:
         raise UserInputError(
             f"model checkpoint '{path}' does not fit the config ({str(exc).splitlines()[0]}); "
             f"re-run the train_{method} stage"

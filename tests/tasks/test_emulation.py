@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -120,6 +121,25 @@ def test_divergent_emulator_is_cut_and_reported(tiny_run):
         for v in f.data_vars:
             assert np.isfinite(f[v].values).all(), v
     assert main(["stage", "report", QUICK, "--force", "--out", str(tiny_run), *_sets(TINY)]) == 0
+
+
+def test_bad_data_and_checkpoint_are_one_line_exit_2(tiny_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    with xr.open_dataset(run / "trajectories.nc") as ds:
+        bad = ds.load()
+    bad["psi"][0, 0, 0, 0] = np.nan  # the first saved day is in the training split
+    (run / "trajectories.nc").unlink()
+    bad.to_netcdf(run / "trajectories.nc")
+    assert main(["stage", "train_cnn", QUICK, "--force", "--out", str(run), *_sets(TINY)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite values in the training split" in err[0], err
+    run = tmp_path / "copy2"
+    shutil.copytree(tiny_run, run)
+    (run / "models" / "latent_ode.pt").write_bytes(b"not a checkpoint")
+    assert main(["stage", "evaluate", QUICK, "--force", "--out", str(run), *_sets(TINY)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "models/latent_ode.pt" in err[0], err
 
 
 def test_spectral_resample_round_trip_and_truncation():
