@@ -12,7 +12,9 @@ true model; its multiplicative inflation is tuned over ``evaluate.enkf.inflation
 (the ensemble smoother of the same run, lag ``evaluate.enkf.lag``), ``fourdvar`` (weak-constraint
 4D-Var by autograd with the true model), ``fourdvarnet`` (a learned prior and solver,
 :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained in the ``train`` stage on windows
-of separately simulated trajectories) and ``fourdvar_learned`` (the same weak-constraint 4D-Var,
+of separately simulated trajectories; its solver starts from the time interpolation of the
+observations or, with ``fourdvarnet.init: filter``, from cycled 3D-Var run with the learned prior
+as the model: no true model either way) and ``fourdvar_learned`` (the same weak-constraint 4D-Var,
 with the dynamics learned as the 4DVarNet prior instead of the true model).
 
 An external twin file is a NetCDF with ``truth(time, component)`` and ``obs(time, component)``
