@@ -4,7 +4,11 @@ Stages: ``simulate`` (one spun-up run of :class:`geodl.sim.QGModel`, saved every
 ``save_every_days`` and split in time into train / val / test with gaps) -> ``train_cnn`` and
 ``train_latent_ode`` (one stage per method listed in ``methods``: a residual CNN one-step map with
 circular padding, :class:`geodl.models.CNNEmulator`, and :class:`geodl.models.LatentODE`, both trained
-with a multi-step rollout loss) -> ``evaluate`` -> ``report``.
+with a multi-step rollout loss) -> ``evaluate`` -> ``report``. Two choices measured on the quick
+config (BENCHMARKS.md): the CNN sees noise on each training window's start (``cnn.input_noise``;
+without it the year-long rollout left the bound at day 223), and the latent ODE forecasts
+``x0 + D(z_t) - D(z_0)`` (``latent_ode.residual``; decoding ``D(z_t)`` alone lost to persistence
+at short leads, the autoencoder's reconstruction error being larger than one day's change).
 
 One emulator step is one saved interval (``save_every_days``). The state is the streamfunction
 ``psi`` (or the PV ``q``) of both layers as two channels, normalised per layer by the training
