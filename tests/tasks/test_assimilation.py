@@ -247,6 +247,7 @@ def test_l96_local_prior_makes_learned_4dvar_beat_3dvar(tmp_path):
             "simulate.n_steps=150",
             "evaluate.methods=[threedvar, fourdvarnet, fourdvar_learned]",
             "evaluate.threedvar.scale=[0.02]",
+            "evaluate.threedvar.clim_steps=1000",
             "evaluate.fourdvar.n_iter=10",
             "fourdvarnet.n_iter=2",
             "fourdvarnet.n_train_steps=100",
