@@ -15,14 +15,15 @@ unobserved, on the model's time grid (step in ``attrs["dt"]``, a numeric ``time`
 learned :class:`geodl.dynamics.DynamicsModel` or any differentiable one-step function ``(N, D) ->
 (N, D)`` (torch, float64). Methods: ``enkf`` (ETKF), ``enks`` (its smoother, ``lag`` steps),
 ``threedvar`` (cycled 3D-Var, static background covariance), ``fourdvar`` (weak-constraint 4D-Var by
-autograd) and ``linear`` (interpolation of the observations, the floor every method must beat).
-The learned 4DVarNet is trained and applied by the ``assimilation`` task
-(``geodl run configs/l63_assimilation.yaml``).
+autograd), ``fourdvarnet`` (a learned 4DVarNet trained by the ``assimilation`` task: ``model`` is
+its file, ``runs/NAME/model/fourdvarnet.pt``) and ``linear`` (interpolation of the observations,
+the floor every method must beat).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from geodl.errors import DataError, UserInputError
 
 __all__ = ["METHODS", "assimilate", "score"]
 
-METHODS = ("enkf", "enks", "threedvar", "fourdvar", "linear")
+METHODS = ("enkf", "enks", "threedvar", "fourdvar", "fourdvarnet", "linear")
 SYSTEMS = ("lorenz63", "lorenz96")
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -62,6 +63,39 @@ def _step(model: str | DynamicsModel | Step, dt: float, forcing: float) -> Step:
     raise UserInputError(
         f"model must be a system name, a DynamicsModel or a function, got {model!r}"
     )
+
+
+def _fourdvarnet(model: Any, values: np.ndarray, dt: float, obs_std: float) -> np.ndarray:
+    """Apply a 4DVarNet trained by the assimilation task (its model file) to ``values``."""
+    from geodl.tasks.assimilation import apply_fourdvarnet
+
+    if not isinstance(model, str | Path) or not Path(model).is_file():
+        raise UserInputError(
+            f"method='fourdvarnet' needs model= the file of a trained 4DVarNet (e.g. "
+            f"runs/l63_assimilation/model/fourdvarnet.pt), got {model!r}"
+        )
+    try:
+        meta = torch.load(model, map_location="cpu", weights_only=True)["geodl"]
+        window, dim = int(meta["fourdvarnet"]["window"]), int(meta["dim"])
+        trained_dt, trained_std = float(meta["dt"]), float(meta["obs_std"])
+    except (KeyError, TypeError, RuntimeError, OSError) as exc:
+        raise DataError(f"{model} is not a geodl 4DVarNet model file ({exc})") from None
+    if values.shape[-1] != dim or not np.isclose(trained_dt, dt, rtol=1e-6):
+        raise DataError(
+            f"{model} was trained on {dim} components at dt={trained_dt:g}; the observations "
+            f"have {values.shape[-1]} at dt={dt:g}"
+        )
+    if values.shape[1] < window:
+        raise DataError(
+            f"the observations span {values.shape[1]} steps, fewer than the 4DVarNet's window "
+            f"of {window}; give a longer trajectory"
+        )
+    if not np.isclose(trained_std, obs_std, rtol=0.05):
+        raise DataError(
+            f"{model} was trained for observation noise std {trained_std:g}, not {obs_std:g}; "
+            "a learned solver is only valid for the noise it was trained on"
+        )
+    return apply_fourdvarnet(Path(model), values, window)
 
 
 def _background_cov(obs: torch.Tensor, obs_std: float, scale: float) -> torch.Tensor:
@@ -120,7 +154,9 @@ def assimilate(
         raise DataError("obs: every value is NaN; nothing to assimilate")
     y = torch.as_tensor(values)
     spread = None
-    if method == "linear":
+    if method == "fourdvarnet":
+        est = torch.as_tensor(_fourdvarnet(model, values, dt, obs_std))
+    elif method == "linear":
         est = interpolate_obs(y)
     elif method in ("enkf", "enks"):
         res = ensemble_smoother(
@@ -188,7 +224,7 @@ def score(
     ``rmse_analysis_dapper`` (the time mean of the instantaneous RMSE over components, DAPPER's
     ``rmse.a``). ``*_std``: the spread over trajectories.
     """
-    from geodl.tasks.assimilation import _scores
+    from geodl.tasks.assimilation import twin_scores
 
     est, _ = trajectory_array(estimate, 1.0, allow_nan=False)
     tru, _ = trajectory_array(truth, 1.0, allow_nan=False)
@@ -205,7 +241,7 @@ def score(
                 f"obs {dict(obs.sizes)} is not on the grid of truth {dict(truth.sizes)}"
             )
         times = np.isfinite(o).any(axis=(0, 2))
-    scores = _scores(est, tru, times, burn_in)
+    scores = twin_scores(est, tru, times, burn_in)
     if obs is None:
         scores = {k: v for k, v in scores.items() if not k.startswith("rmse_analysis")}
     return scores

@@ -52,7 +52,7 @@ from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TrainSection
 
-__all__ = ["AssimilationConfig", "METHODS", "read_twin_file"]
+__all__ = ["AssimilationConfig", "METHODS", "apply_fourdvarnet", "read_twin_file", "twin_scores"]
 
 
 class DataSection(Section):
@@ -640,7 +640,7 @@ def _learned_step(model_file: Path) -> Callable[[Any], Any]:
     return lambda x: prior((x - m) / s) * s + m
 
 
-def _apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndarray:
+def apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndarray:
     """Analysis of ``obs`` ``(B, T, D)`` by overlapping windows (stride window/2), blended with
     triangular weights so that window edges, which see observations on one side only, count less."""
     import torch
@@ -689,7 +689,7 @@ def _true_step(cfg: Any, dt: float) -> Callable[[Any], Any]:
     return lambda x: rk4_step(f, x, dt)
 
 
-def _scores(
+def twin_scores(
     est: np.ndarray, truth: np.ndarray, times: np.ndarray, burn_in: int
 ) -> dict[str, float]:
     """RMSE over components and times per trajectory, then mean and std over trajectories."""
@@ -769,20 +769,22 @@ def _evaluate(ctx: StageContext) -> None:
                 ).numpy()
         else:  # fourdvarnet
             with _threads(1):
-                est = _apply_fourdvarnet(
+                est = apply_fourdvarnet(
                     ctx.input("model/fourdvarnet.pt"), obs, cfg.fourdvarnet.window
                 )
         if not np.isfinite(est).all():
             raise RuntimeError(f"method {name} produced non-finite values")  # a bug, not input
         estimates[name] = est
         results[name] = {
-            **_scores(est, truth, analysis_times, ev.burn_in),
+            **twin_scores(est, truth, analysis_times, ev.burn_in),
             **extra,
             "time_s": round(time.perf_counter() - t0, 3),
         }
         ctx.log.info("method %s: %s", name, results[name])
     # The observations themselves, scored where they exist (analysis times only).
-    obs_scores = _scores(np.where(np.isfinite(obs), obs, truth), truth, analysis_times, ev.burn_in)
+    obs_scores = twin_scores(
+        np.where(np.isfinite(obs), obs, truth), truth, analysis_times, ev.burn_in
+    )
     results["observations"] = {k: v for k, v in obs_scores.items() if "analysis" in k}
     metrics = {
         "task": "assimilation",
@@ -824,7 +826,7 @@ def _run_enkf(
                 seed=e.seed,
             )
             est = (res.smoother_mean if lag else res.filter_mean).numpy()
-            score = _scores(est, truth, times, burn)["rmse_analysis"]
+            score = twin_scores(est, truth, times, burn)["rmse_analysis"]
             if not math.isfinite(score):
                 score = math.inf
             tuning[f"{name}@{infl:g}"] = score
@@ -862,7 +864,7 @@ def _run_3dvar(
             est = cycled_3dvar(
                 _true_step(cfg, dt), obs_t, obs_std=_obs_std(cfg), background_cov=scale * cov
             ).numpy()
-            score = _scores(est, truth, times, cfg.evaluate.burn_in)["rmse_analysis"]
+            score = twin_scores(est, truth, times, cfg.evaluate.burn_in)["rmse_analysis"]
             if not math.isfinite(score):
                 score = math.inf
             tuning[f"threedvar@{scale:g}"] = score

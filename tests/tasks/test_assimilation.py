@@ -237,6 +237,24 @@ def test_learned_methods_train_and_learned_4dvar_beats_observations(tmp_path):
     )
     # the prior, fitted to true windows, is a good enough model for 4D-Var
     assert m["fourdvar_learned"]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"]
+    # the trained model file works in the Python API and scores as in the task
+    import geodl.assimilation as da
+    from geodl.errors import UserInputError
+
+    model_file = out / "model" / "fourdvarnet.pt"
+    obs_da = xr.DataArray(obs, dims=("trajectory", "time", "component"), attrs={"dt": 0.01})
+    truth_da = xr.DataArray(truth, dims=("trajectory", "time", "component"))
+    res = da.assimilate(obs_da, obs_std=2**0.5, method="fourdvarnet", model=model_file)
+    api = da.score(res["analysis"], truth_da, obs=obs_da, burn_in=50)
+    assert api["rmse"] == pytest.approx(m["fourdvarnet"]["rmse"], rel=1e-5)
+    with pytest.raises(DataError, match="trained for observation noise std"):
+        da.assimilate(obs_da, obs_std=0.5, method="fourdvarnet", model=model_file)
+    with pytest.raises(DataError, match="fewer than the 4DVarNet's window of 100"):
+        da.assimilate(
+            obs_da.isel(time=slice(0, 50)), obs_std=2**0.5, method="fourdvarnet", model=model_file
+        )
+    with pytest.raises(UserInputError, match="needs model= the file of a trained 4DVarNet"):
+        da.assimilate(obs_da, obs_std=2**0.5, method="fourdvarnet")
 
 
 def test_l96_local_prior_makes_learned_4dvar_beat_3dvar(tmp_path):
