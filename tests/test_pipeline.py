@@ -135,6 +135,9 @@ def _start_paused(config, out, marker):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job (`cmd &`) starts with SIGINT ignored, and Python then installs
+        # no Ctrl-C handler: restore the default so the child behaves as under a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while not marker.exists():
