@@ -37,8 +37,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +49,7 @@ from geodl.config import Section
 from geodl.errors import ConfigError, DataError
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
-from geodl.training import TrainSection
+from geodl.training import TrainSection, torch_threads
 
 __all__ = ["AssimilationConfig", "METHODS", "apply_fourdvarnet", "read_twin_file", "twin_scores"]
 
@@ -213,20 +212,6 @@ METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads: the Lorenz tensors are tiny, extra threads only add
-    synchronisation overhead (measured 5x slower with 2+ threads on a shared CPU)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------
 # external twin files
 
@@ -248,11 +233,9 @@ def read_twin_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data.path: twin file '{path}' not found; give an existing NetCDF file")
-    try:
-        ds = xr.open_dataset(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"data.path: cannot open '{path}' as NetCDF ({exc})") from None
-    with ds:
+    from geodl.data import open_dataset
+
+    with open_dataset(path, dask=False) as ds:  # a one-line DataError if unreadable
         for name in ("truth", "obs"):
             if name not in ds.data_vars:
                 raise DataError(
@@ -475,7 +458,7 @@ def _train(ctx: StageContext) -> None:
     spec = cfg.train
     module = TaskModule(model, loss_fn, spec, metadata={"config": cfg.model_dump(mode="json")})
     run_dir = ctx.run_dir
-    with _threads(1):
+    with torch_threads(1):
         result = fit(
             module,
             train,
@@ -757,7 +740,7 @@ def _evaluate(ctx: StageContext) -> None:
                 if name == "fourdvar"
                 else _learned_step(ctx.input("model/fourdvarnet.pt"))
             )
-            with _threads(1):
+            with torch_threads(1):
                 est = weak_4dvar(
                     step,
                     obs_t,
@@ -768,7 +751,7 @@ def _evaluate(ctx: StageContext) -> None:
                     n_outer=fv.n_outer,
                 ).numpy()
         else:  # fourdvarnet
-            with _threads(1):
+            with torch_threads(1):
                 est = apply_fourdvarnet(
                     ctx.input("model/fourdvarnet.pt"), obs, cfg.fourdvarnet.window
                 )
@@ -813,7 +796,7 @@ def _run_enkf(
     best: tuple[float, float, Any] | None = None
     tuning: dict[str, float] = {}
     lag = e.lag if name == "enks" else 0
-    with _threads(1):
+    with torch_threads(1):
         for infl in e.inflation:
             res = ensemble_smoother(
                 _true_step(cfg, dt),
@@ -859,7 +842,7 @@ def _run_3dvar(
     cov = torch.cov(clim.T).reshape(dim, dim)
     best: tuple[float, float, Any] | None = None
     tuning: dict[str, float] = {}
-    with _threads(1):
+    with torch_threads(1):
         for scale in v.scale:
             est = cycled_3dvar(
                 _true_step(cfg, dt), obs_t, obs_std=_obs_std(cfg), background_cov=scale * cov

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +39,7 @@ from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
-from geodl.training import TrainSection
+from geodl.training import TrainSection, torch_threads
 
 __all__ = [
     "DynamicsConfig",
@@ -359,11 +357,9 @@ def read_trajectory_file(path: str | Path, variable: str) -> tuple[np.ndarray, f
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data.path: trajectory file '{path}' not found")
-    try:
-        ds = xr.open_dataset(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"data.path: cannot open '{path}' as NetCDF ({exc})") from None
-    with ds:
+    from geodl.data import open_dataset
+
+    with open_dataset(path, dask=False) as ds:  # a one-line DataError if unreadable
         if variable not in ds.data_vars:
             raise DataError(
                 f"{path}: no variable '{variable}' (found {sorted(map(str, ds.data_vars))}); set "
@@ -493,7 +489,7 @@ def train_dynamics(
 
     config = {"model": m.model_dump(mode="json"), "train": tr.model_dump(mode="json")}
     module = TaskModule(model, loss_fn, tr, metadata={"config": config})
-    with _threads(1):
+    with torch_threads(1):
         result = fit(
             module,
             windows(train),
@@ -539,19 +535,6 @@ def _train(ctx: StageContext) -> None:
     torch.save({"state_dict": model.state_dict(), "geodl": meta}, out / "model.pt")
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Torch with ``n`` intra-op threads: Lorenz tensors are tiny, more threads only add overhead."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _evaluate(ctx: StageContext) -> None:
     import time
 
@@ -594,7 +577,7 @@ def _evaluate(ctx: StageContext) -> None:
     z_test = (test - mean) / std
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
-    with _threads(1), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         # Forecasts from n_forecasts evenly spaced initial conditions on each test trajectory.
         starts = np.linspace(0, n_time - 1 - ev.lead_steps, ev.n_forecasts).astype(int)
         z0 = torch.as_tensor(z_test[:, starts].reshape(-1, dim))

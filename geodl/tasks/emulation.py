@@ -49,8 +49,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -64,7 +63,7 @@ from geodl.config import Section
 from geodl.errors import ConfigError, DataError
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
-from geodl.training import TrainSection
+from geodl.training import TrainSection, torch_threads
 
 __all__ = [
     "EmulationConfig",
@@ -278,7 +277,7 @@ def _simulate(ctx: StageContext) -> None:
     ]
     labels = np.concatenate([np.full(n, SPLITS.get(name, -1), dtype=np.int8) for name, n in parts])
     model = _qg(s)
-    with _threads(1), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         state = model.start(model.initial_pv(1, seed=s.seed, amplitude=s.initial_amplitude))
         state = model.advance(state, round(86400.0 * s.spinup_days / s.dt))
         snaps = [
@@ -351,16 +350,6 @@ def _series(ctx: StageContext) -> dict[str, Any]:
     out["mean"] = out["train"].mean(axis=(0, 2, 3), keepdims=True)[0]  # (C, 1, 1)
     out["std"] = out["train"].std(axis=(0, 2, 3), keepdims=True)[0]
     return out
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +467,7 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
             return {"loss": _rollout_loss(net, method, x, _residual(cfg, method))}
 
         module = TaskModule(model, loss_fn, section.train)
-        with _threads(cfg.evaluate.threads):
+        with torch_threads(cfg.evaluate.threads):
             result = fit(
                 module,
                 windows(data["train"]),
@@ -584,7 +573,7 @@ def forecast_timings(
     if ev.gpu_timing and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     timing: dict[str, dict[str, float]] = {}
-    with _threads(ev.threads), torch.no_grad():
+    with torch_threads(ev.threads), torch.no_grad():
         for dev in devices:
             t: dict[str, float] = {}
             fine = _qg(s, device=str(dev))
@@ -635,7 +624,7 @@ def _evaluate(ctx: StageContext) -> None:
     curves: dict[str, np.ndarray] = {}
     preds: dict[str, np.ndarray] = {}
     results: dict[str, dict[str, float]] = {}
-    with _threads(ev.threads), torch.no_grad():
+    with torch_threads(ev.threads), torch.no_grad():
         preds["persistence"] = np.repeat(truth[:, :1], n_lead + 1, axis=1)
         try:
             preds["coarse_sim"] = to_var(coarse_forecast(q0, coarse, n_lead, every))

@@ -16,9 +16,7 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +80,6 @@ def _dtype(name: str | torch.dtype) -> torch.dtype:
     if name not in ("float32", "float64"):
         raise UserInputError(f"dtype must be float32 or float64, got '{name}'")
     return getattr(torch, name)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily use ``n`` torch threads (None: leave as is)."""
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise UserInputError(f"threads must be >= 1, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _xy_coords_pair(y_km: np.ndarray, x_km: np.ndarray) -> dict[str, tuple]:
@@ -206,7 +188,9 @@ def qg_dataset(
     n_spin = round(86400.0 * spinup_days / p.dt)
     if threads is None and model.device.type == "cpu" and nx <= 128:
         threads = 1
-    with _torch_threads(threads), torch.no_grad():
+    from geodl.training import torch_threads
+
+    with torch_threads(threads), torch.no_grad():
         state = model.start(model.initial_pv(members, seed=seed, amplitude=initial_amplitude))
         state = model.advance(state, n_spin)
         snaps = [model.to_physical(s.qh) for s in model.trajectory(state, n_saved * every, every)]

@@ -8,7 +8,7 @@ from geodl.training.checkpoints import (
 )
 from geodl.training.module import LossFn, TaskModule, TrainingDiverged
 from geodl.training.spec import PhaseSection, TrainSection
-from geodl.training.trainer import FitResult, build_trainer, fit, fit_phases
+from geodl.training.trainer import FitResult, build_trainer, fit, fit_phases, torch_threads
 
 __all__ = [
     "CheckpointMismatch",
@@ -22,6 +22,7 @@ __all__ = [
     "build_trainer",
     "fit",
     "fit_phases",
+    "torch_threads",
     "load_checkpoint",
     "load_model_weights",
 ]

@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,20 @@ def fit_phases(
     for param in module.model.parameters():
         param.requires_grad = True
     return results
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily use ``n`` torch intra-op threads (None: leave as is). Small tensors (Lorenz
+    states, tiny grids) run faster on one thread: more only add synchronisation overhead."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise UserInputError(f"threads must be >= 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
