@@ -17,7 +17,7 @@ land); y and x in km or m (projected) or degrees (lat/lon).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,8 @@ import xarray as xr
 from geodl.config import validate
 from geodl.data import GriddedSource, compute_stats, find_axes
 from geodl.errors import DataError, UserInputError
-from geodl.tasks.mapping import (
-    METHODS,
-    LearnedSection,
-    OISection,
-    PatchSection,
-    reconstruct_learned,
-    reconstruct_oi,
-    train_model,
-)
+from geodl.grid import days, grid_km
+from geodl.methods.mapping import METHODS, MappingData, PatchSection, get_method
 
 __all__ = ["MappingModel", "fit"]
 
@@ -64,54 +57,37 @@ def _dataset(obs: xr.DataArray, truth: xr.DataArray | None, name: str) -> xr.Dat
 
 @dataclass
 class MappingModel:
-    """A fitted mapping method: call :meth:`reconstruct` on observations of other times."""
+    """A fitted mapping method: call :meth:`reconstruct` on observations of other times.
+
+    ``artifact`` is the file the method's ``fit`` wrote (a checkpoint, or the tuned OI's JSON).
+    """
 
     method: str
     name: str
-    patch: PatchSection
-    normalizer: dict[str, Any]
-    model: torch.nn.Module | None = None
-    oi: OISection | None = None
-    noise_std: float = 0.0
-    signal_std: float = 1.0
-    mean: float = 0.0
-    checkpoint: Path | None = None
-    land: np.ndarray | None = None  # (y, x) True on land: where the truth was always NaN
+    section: Any
+    data: MappingData
+    artifact: Path
+    summary: dict[str, Any]
+    land: np.ndarray  # (y, x) True on land: where the truth was always NaN
 
     def reconstruct(self, obs: xr.DataArray) -> xr.Dataset:
         """Complete field ``mean`` and, where the method gives one, ``std``, on ``obs``'s grid."""
         ds = _dataset(obs, None, self.name)
         dims = _dims(obs, "obs")
-        if self.method == "oi":
-            if self.oi is None:
-                raise UserInputError("this OI model has no OI settings; build it with fit(...)")
-            mean, std = reconstruct_oi(
-                ds[f"{self.name}_obs"],
-                dims,
-                self.oi,
-                noise_std=self.noise_std,
-                signal_std=self.signal_std,
-                mean=self.mean,
+        n = ds.sizes[dims[0]]
+        if METHODS[self.method].learned and n < self.data.patch.time:
+            raise DataError(
+                f"obs has {n} time steps; the model needs at least {self.data.patch.time}"
             )
-        else:
-            if ds.sizes[dims[0]] < self.patch.time:
-                raise DataError(
-                    f"obs has {ds.sizes[dims[0]]} time steps; the model needs at least "
-                    f"{self.patch.time}"
-                )
-            # the observations stand in for the target here: land must come from the fit
-            land = self.land if self.land is not None else np.zeros(ds[self.name].shape[1:], bool)
-            if land.shape != ds[self.name].shape[1:]:
-                raise DataError(
-                    f"obs grid {ds[self.name].shape[1:]} differs from the fitted grid {land.shape}"
-                )
-            ds["land_mask"] = (dims[1:], land.astype("int8"))
-            source = GriddedSource(
-                ds, target=self.name, obs=f"{self.name}_obs", land_mask="land_mask"
+        # the observations stand in for the target here: land must come from the fit
+        if self.land.shape != ds[self.name].shape[1:]:
+            raise DataError(
+                f"obs grid {ds[self.name].shape[1:]} differs from the fitted grid {self.land.shape}"
             )
-            mean, std = reconstruct_learned(
-                self.model, source, (0, ds.sizes[dims[0]]), self.normalizer, self.patch
-            )
+        ds["land_mask"] = (dims[1:], self.land.astype("int8"))
+        source = GriddedSource(ds, target=self.name, obs=f"{self.name}_obs", land_mask="land_mask")
+        data = replace(self.data, source=source, splits={"test": (0, n)}, extra=())
+        mean, std = METHODS[self.method].reconstruct(self.section, data, self.artifact, (0, n))
         out = {"mean": mean.rename("mean")}
         if std is not None:
             out["std"] = std.rename("std")
@@ -126,22 +102,24 @@ def fit(
     noise_std: float = 0.0,
     val_fraction: float = 0.2,
     patch: dict[str, Any] | None = None,
-    model: dict[str, Any] | None = None,
-    loss: dict[str, float] | None = None,
-    mask_swap: float = 0.0,
-    train: dict[str, Any] | None = None,
-    oi: dict[str, Any] | None = None,
+    periodic: bool = False,
     work_dir: str | Path | None = None,
+    **settings: Any,
 ) -> MappingModel:
-    """Fit ``method`` ("oi", "unet", "dincae", "fourdvarnet") to map ``obs`` onto ``truth``.
+    """Fit ``method`` (a name of :data:`geodl.methods.mapping.METHODS`: "oi", "unet", "dincae",
+    "fourdvarnet", ...) to map ``obs`` onto ``truth``.
 
     The last ``val_fraction`` of the time axis (after a gap of one window) validates the learned
-    methods; normalisation statistics come from the training part. ``patch``, ``model``, ``loss``,
-    ``train`` and ``oi`` take the keys of the experiment config sections of the same names.
-    Checkpoints and logs go to ``work_dir`` (a temporary directory by default).
+    methods and tunes OI; normalisation statistics and the observations' correlation scales come
+    from the training part. ``patch`` takes the keys of the experiment's ``patch`` section,
+    ``settings`` those of the method's section (e.g. ``model``, ``loss``, ``mask_swap``, ``train``
+    for a learned method; ``lx_km``, ``tune`` for OI). ``periodic``: the grid is doubly periodic
+    (OI distances wrap). Checkpoints and logs go to ``work_dir`` (a temporary directory by
+    default).
     """
-    if method not in METHODS:
-        raise UserInputError(f"unknown mapping method '{method}'; choose one of {list(METHODS)}")
+    from geodl.baselines import estimate_scales
+
+    entry = get_method(method)
     if not 0 < val_fraction < 1:
         raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     name = str(truth.name or "field")
@@ -160,45 +138,50 @@ def fit(
     values = ds[f"{name}_obs"].values[:train_stop]
     if not np.isfinite(values).any():
         raise DataError("no observation in the training part of obs")
-    obs_std = float(np.nanstd(values))
     stats = compute_stats(ds, [name], time_range=splits["train"])
     stats["variables"][f"{name}_obs"] = stats["variables"][name]
-    fitted = MappingModel(
-        method=method,
-        name=name,
-        patch=patch_cfg,
-        normalizer=stats,
+    if entry.learned:
+        settings.setdefault("train", {})
+        settings["train"] = {"progress_bar": False, **settings["train"]}
+    section = validate(settings, entry.section, method)
+    y_km, x_km, _ = grid_km(ds, dims[1], dims[2])
+    period = tuple(float(np.diff(c).mean() * len(c)) for c in (y_km, x_km))
+    scales = estimate_scales(
+        torch.from_numpy(values.astype(np.float64)),
+        torch.from_numpy(days(ds[dims[0]].values[:train_stop])),
+        torch.from_numpy(y_km),
+        torch.from_numpy(x_km),
         noise_std=noise_std,
-        signal_std=float(np.sqrt(max(obs_std**2 - noise_std**2, 1e-12))),
-        mean=float(np.nanmean(values)),
-        land=np.isnan(ds[name].values).all(0),
+        period=period if periodic else (None, None),
     )
-    if method == "oi":
-        fitted.oi = validate(oi or {}, OISection, "oi")
-        return fitted
-    section = validate(
-        {
-            "model": model or {},
-            "loss": loss or ({"nll": 1.0} if method == "dincae" else {"mse": 1.0}),
-            "mask_swap": mask_swap,
-            "train": {"progress_bar": False, **(train or {})},
-        },
-        LearnedSection,
-        "fit",
+    data = MappingData(
+        source=GriddedSource(ds, target=name, obs=f"{name}_obs"),
+        splits=splits,
+        normalizer=stats,
+        patch=patch_cfg,
+        noise_std=noise_std,
+        obs_std=float(np.nanstd(values)),
+        obs_mean=float(np.nanmean(values)),
+        scales=scales,
+        periodic=periodic,
     )
     root = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="geodl-mapping-"))
-    source = GriddedSource(ds, target=name, obs=f"{name}_obs")
-    fitted.model, fitted.checkpoint = train_model(
-        method,
-        source,
-        splits,
-        stats,
-        patch=patch_cfg,
-        section=section,
-        noise_std=noise_std,
-        ckpt_dir=root / "checkpoints" / method,
-        log_dir=root / "logs" / method,
+    artifact = root / "models" / f"{method}{entry.artifact}"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    summary = entry.fit(
+        section,
+        data,
+        artifact,
+        work_dir=root,
         key=f"api:{method}",
         metadata={"config": section.model_dump(mode="json")},
     )
-    return fitted
+    return MappingModel(
+        method=method,
+        name=name,
+        section=section,
+        data=data,
+        artifact=artifact,
+        summary=summary,
+        land=np.isnan(ds[name].values).all(0),
+    )

@@ -11,7 +11,7 @@ import geodl.mapping
 from geodl.cli import main
 from geodl.data import Batch
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.tasks.mapping import mapping_loss
+from geodl.methods.mapping import mapping_loss
 from geodl.testing import make_field
 
 TINY = {"depth": 1, "width": 4}
@@ -30,7 +30,8 @@ split:
   test: ['2020-02-20', '2020-02-29']
 patch: {{time: 4, y: 16, x: 24}}
 methods: [oi, unet]
-oi: {{lx_km: 80.0, ly_km: 80.0, lt_days: 3.0, noise_std: 0.1}}
+oi: {{lx_km: 80.0, ly_km: 80.0, lt_days: 3.0, noise_std: 0.1,
+     tune: {{lx_factors: [0.5, 1.0, 2.0], lt_factors: [1.0, 2.0], expand: 1}}}}
 unet:
   model: {{depth: 1, width: 4}}
   train: {FAST}
@@ -83,6 +84,7 @@ def test_user_latlon_truth_end_to_end(latlon_run, truth_file):
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["name"] for s in manifest["stages"]] == [
         "prepare",
+        "train_oi",
         "train_unet",
         "predict_oi",
         "predict_unet",
@@ -95,11 +97,11 @@ def test_rerun_skips_and_method_change_reruns_only_it(latlon_run, capsys):
     cfg, out = latlon_run
     capsys.readouterr()
     assert main(["run", str(cfg), "--out", str(out)]) == 0
-    assert "0 stage(s) ran, 6 skipped" in capsys.readouterr().out
+    assert "0 stage(s) ran, 7 skipped" in capsys.readouterr().out
     assert main(["run", str(cfg), "--out", str(out), "--set", "oi.lt_days=4.0"]) == 0
     text = capsys.readouterr().out
-    assert "predict_oi: running" in text and "train_unet: skipped" in text
-    assert "3 stage(s) ran" in text  # predict_oi, evaluate, report
+    assert "train_oi: running" in text and "train_unet: skipped" in text
+    assert "4 stage(s) ran" in text  # train_oi (tuning), predict_oi, evaluate, report
 
 
 def _run_error(tmp_path, truth, extra, capsys, *sets):
@@ -195,7 +197,7 @@ def test_all_nan_truth(tmp_path, capsys):
 
 def test_unknown_method_lists_methods(tmp_path, truth_file, capsys):
     line = _run_error(tmp_path, truth_file, "", capsys, "--set", "methods=[kriging]")
-    assert "'oi', 'unet', 'dincae' or 'fourdvarnet'" in line
+    assert "['kriging'] invalid" in line and "'oi', 'unet', 'dincae', 'fourdvarnet'" in line
 
 
 def test_land_only_patches(tmp_path, truth_file, capsys):
@@ -278,7 +280,7 @@ def test_python_api_oi_and_dincae():
     rng = np.random.default_rng(1)
     obs = truth.where(rng.random(truth.shape) < 0.2)
     model = geodl.mapping.fit(
-        obs[:30], truth[:30], method="oi", noise_std=0.1, oi={"lx_km": 80.0, "lt_days": 3.0}
+        obs[:30], truth[:30], method="oi", noise_std=0.1, lx_km=80.0, lt_days=3.0
     )
     out = model.reconstruct(obs[30:])
     assert set(out.data_vars) == {"mean", "std"} and out["mean"].dims == truth.dims

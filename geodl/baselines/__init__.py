@@ -2,18 +2,28 @@
 
 from geodl.baselines.enkf import EnsembleResult, ensemble_smoother, etkf_analysis
 from geodl.baselines.fourdvar import interpolate_obs, weak_4dvar
-from geodl.baselines.oi import OIParams, optimal_interpolation, optimal_interpolation_dense
+from geodl.baselines.oi import (
+    OIParams,
+    OITuning,
+    estimate_scales,
+    optimal_interpolation,
+    optimal_interpolation_dense,
+    tune_oi,
+)
 from geodl.baselines.threedvar import cycled_3dvar, threedvar_analysis
 
 __all__ = [
     "EnsembleResult",
     "OIParams",
+    "OITuning",
     "cycled_3dvar",
     "ensemble_smoother",
+    "estimate_scales",
     "etkf_analysis",
     "interpolate_obs",
     "optimal_interpolation",
     "optimal_interpolation_dense",
     "threedvar_analysis",
+    "tune_oi",
     "weak_4dvar",
 ]

@@ -16,11 +16,26 @@ Why local solves: the dense system has one row per observation (10^4-10^6 for al
 cut into space-time tiles; each tile solves with the observations within ``cutoff`` correlation
 scales of it, and the tiles' systems are padded to a common size and solved as one batched Cholesky
 in torch (CPU or GPU). With tiles that see every observation the result equals the dense solve.
+
+Periodic domains (doubly periodic twin experiments): with ``period=(Py, Px)`` the separations along
+y and x are wrapped to the nearest image, :math:`d \mapsto ((d + P/2) \bmod P) - P/2`, both in the
+covariance and in the choice of the observations a tile sees. Why images, not only the nearest one:
+:math:`\exp(-d^2/L^2)` of the wrapped separation has a kink at :math:`d = P/2` and is not positive
+definite on the circle (the Cholesky fails once :math:`L` is a fair fraction of :math:`P`); the
+covariance along a periodic axis is therefore the periodised Gaussian
+:math:`\sum_n \exp(-(d + nP)^2/L^2)`, normalised to 1 at :math:`d = 0`, which is positive definite
+and equals the nearest-image Gaussian to round-off when :math:`L \le P/12`.
+
+Tuning: :func:`estimate_scales` gives first guesses of the scales from the observations alone
+(empirical correlation functions), and :func:`tune_oi` refines them by a grid search against a
+validation truth, using the mean-only path (``return_std=False``) at a subset of ``times``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +43,16 @@ from torch import Tensor
 
 from geodl.errors import UserInputError
 
-__all__ = ["OIParams", "optimal_interpolation", "optimal_interpolation_dense"]
+__all__ = [
+    "OIParams",
+    "OITuning",
+    "estimate_scales",
+    "optimal_interpolation",
+    "optimal_interpolation_dense",
+    "tune_oi",
+]
+
+Period = tuple[float | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -48,30 +72,135 @@ class OIParams:
                 raise UserInputError(f"OI parameter {name} must be > 0, got {value}")
 
 
-def _cov(a: Tensor, b: Tensor, p: OIParams) -> Tensor:
+def _check_period(period: Period, coords: tuple[Tensor, Tensor] | None = None) -> Period:
+    """Validate ``period`` (Py, Px); with ``coords`` (y, x), each period must exceed their extent."""
+    if not isinstance(period, tuple | list) or len(period) != 2:
+        raise UserInputError(
+            f"OI period must be a pair (y, x) of domain lengths or None, got {period!r}"
+        )
+    for k, (name, value) in enumerate(zip("yx", period, strict=True)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise UserInputError(
+                f"OI period along {name} must be None or a length > 0, got {value!r}"
+            )
+        if not math.isfinite(value):
+            raise UserInputError(f"OI period along {name} must be finite, got {value!r}")
+        if coords is not None and len(coords[k]) > 1:
+            span = float(coords[k].max() - coords[k].min())
+            if span >= value:
+                raise UserInputError(
+                    f"OI period along {name} ({value}) must exceed the extent of the {name} "
+                    f"coordinate ({span}): a periodic grid of n points spaced d has period n * d"
+                )
+    return float(period[0]) if period[0] is not None else None, (
+        float(period[1]) if period[1] is not None else None
+    )
+
+
+def _wrap(d: Tensor, period: float) -> Tensor:
+    """Separation ``d`` wrapped to its nearest periodic image, in [-period/2, period/2)."""
+    return torch.remainder(d + period / 2, period) - period / 2
+
+
+def _periodic_gaussian(d: Tensor, length: float, period: float) -> tuple[Tensor, bool]:
+    """Periodised Gaussian of the separation ``d``: ``(d2, False)`` with ``exp(-d2)`` the kernel
+    when one image suffices (``length <= period / 12``), else ``(kernel, True)``."""
+    d = _wrap(d, period)
+    # images beyond |n| = n_img lie > 6 scales away: their terms are below exp(-36)
+    n_img = max(0, math.ceil(6 * length / period - 0.5))
+    if n_img == 0:
+        return (d / length) ** 2, False
+    kernel = torch.zeros_like(d)
+    for n in range(-n_img, n_img + 1):
+        kernel.add_(((d + n * period) / length).pow_(2).neg_().exp_())
+    norm = sum(math.exp(-((n * period / length) ** 2)) for n in range(-n_img, n_img + 1))
+    return kernel.div_(norm), True
+
+
+def _cov(a: Tensor, b: Tensor, p: OIParams, period: Period = (None, None)) -> Tensor:
     """Covariance between points ``a`` (..., N, 3) and ``b`` (..., M, 3) given as (t, y, x)."""
     # accumulate per axis: never materialise the (..., N, M, 3) difference tensor
     d2 = None
-    for k, length in enumerate((p.lt, p.ly, p.lx)):
-        term = ((a[..., :, None, k] - b[..., None, :, k]) / length) ** 2
+    factors = []
+    for k, (length, per) in enumerate(zip((p.lt, p.ly, p.lx), (None, *period), strict=True)):
+        d = a[..., :, None, k] - b[..., None, :, k]
+        if per is None:
+            term = (d / length) ** 2
+        else:
+            term, is_factor = _periodic_gaussian(d, length, per)
+            if is_factor:
+                factors.append(term)
+                continue
         d2 = term if d2 is None else d2.add_(term)
-    return d2.neg_().exp_().mul_(p.signal_std**2)
+    cov = d2.neg_().exp_()  # time is never periodic, so d2 exists
+    for factor in factors:
+        cov.mul_(factor)
+    return cov.mul_(p.signal_std**2)
+
+
+def _check_grid(obs: Tensor, t: Tensor, y: Tensor, x: Tensor, what: str) -> None:
+    if obs.ndim != 3:
+        raise UserInputError(
+            f"{what} expects observations (time, y, x), got shape {tuple(obs.shape)}"
+        )
+    if obs.shape != (len(t), len(y), len(x)):
+        raise UserInputError(
+            f"{what} coordinates (t={len(t)}, y={len(y)}, x={len(x)}) do not match observations "
+            f"{tuple(obs.shape)}"
+        )
+
+
+def _check_times(times: Tensor | None, n: int) -> list[int]:
+    """Sorted unique time indices in [0, n); every index when ``times`` is None."""
+    if times is None:
+        return list(range(n))
+    idx = torch.as_tensor(times)
+    if (
+        idx.ndim != 1
+        or idx.dtype.is_floating_point
+        or idx.dtype.is_complex
+        or idx.dtype == torch.bool
+    ):
+        raise UserInputError(
+            f"OI times must be a 1-D tensor of integer time indices, got dtype {idx.dtype} and "
+            f"shape {tuple(idx.shape)}"
+        )
+    if len(idx) == 0:
+        raise UserInputError("OI times is empty: give at least one time index (or None for all)")
+    if bool((idx < 0).any()) or bool((idx >= n).any()):
+        raise UserInputError(
+            f"OI times must lie in 0..{n - 1} (the observations have {n} time steps), got "
+            f"{idx.min().item()}..{idx.max().item()}"
+        )
+    return sorted(set(idx.tolist()))
 
 
 def optimal_interpolation_dense(
-    obs_points: Tensor, obs_values: Tensor, targets: Tensor, params: OIParams
-) -> tuple[Tensor, Tensor]:
+    obs_points: Tensor,
+    obs_values: Tensor,
+    targets: Tensor,
+    params: OIParams,
+    *,
+    period: Period = (None, None),
+    return_std: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Direct OI with every observation: the reference the local solver is tested against.
 
     ``obs_points`` (N, 3) and ``targets`` (M, 3) hold (t, y, x); ``obs_values`` (N,) are anomalies.
-    Returns the analysis mean (M,) and standard deviation (M,).
+    ``period`` (y, x) wraps the separations as in :func:`optimal_interpolation`.
+    Returns the analysis mean (M,) and standard deviation (M,) (None when not ``return_std``).
     """
-    boo = _cov(obs_points, obs_points, params)
+    period = _check_period(period)
+    boo = _cov(obs_points, obs_points, params, period)
     boo = boo + params.noise_std**2 * torch.eye(len(obs_points), dtype=boo.dtype)
-    bgo = _cov(targets, obs_points, params)
+    bgo = _cov(targets, obs_points, params, period)
     chol = torch.linalg.cholesky(boo)
     w = torch.cholesky_solve(bgo.T, chol)  # (N, M)
     mean = w.T @ obs_values
+    if not return_std:
+        return mean, None
     var = params.signal_std**2 - (bgo * w.T).sum(-1)
     return mean, var.clamp_min(0).sqrt()
 
@@ -89,7 +218,10 @@ def optimal_interpolation(
     mean: float | None = None,
     batch_tiles: int = 16,
     min_tile: int = 16,
-) -> tuple[Tensor, Tensor]:
+    period: Period = (None, None),
+    return_std: bool = True,
+    times: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
     """OI of gridded observations onto the same grid.
 
     Parameters
@@ -105,30 +237,37 @@ def optimal_interpolation(
     mean : background value removed before and added after (default: mean of the observations).
     batch_tiles : tiles solved together in one batched Cholesky.
     min_tile : tiles are not split below this many grid points.
+    period : domain lengths (y, x) in coordinate units (e.g. ``nx * dx``) of a periodic domain, or
+        None for a bounded axis; separations along a periodic axis go to the nearest image.
+    return_std : when False, skip the variance (one triangular solve per tile) and return
+        ``(mean, None)``: the cheap path for tuning.
+    times : integer indices of the time steps to analyse (default all). Observations at every time
+        still enter the systems; the output is NaN at the other times.
 
     Returns
     -------
-    mean, std : (T, H, W) analysis and its standard deviation.
+    mean, std : (T, H, W) analysis and its standard deviation (None when not ``return_std``).
 
     Examples
     --------
     >>> import torch
     >>> obs = torch.full((3, 8, 8), float("nan")); obs[1, 4, 4] = 1.0
+    >>> t, y, x = torch.arange(3.0), torch.arange(8.0), torch.arange(8.0)
     >>> p = OIParams(lx=2.0, ly=2.0, lt=1.0, signal_std=1.0, noise_std=0.1)
-    >>> m, s = optimal_interpolation(obs, torch.arange(3.0), torch.arange(8.0), torch.arange(8.0), p)
+    >>> m, s = optimal_interpolation(obs, t, y, x, p, mean=0.0)
     >>> round(float(m[1, 4, 4]), 2), bool(s[1, 4, 4] < s[0, 0, 0])
     (0.99, True)
+    >>> m, s = optimal_interpolation(obs, t, y, x, p, mean=0.0, times=torch.tensor([1]),
+    ...                              return_std=False)
+    >>> round(float(m[1, 4, 4]), 2), bool(m[0].isnan().all()), s is None
+    (0.99, True, True)
     """
-    if obs.ndim != 3:
-        raise UserInputError(f"OI expects observations (time, y, x), got shape {tuple(obs.shape)}")
-    if obs.shape != (len(t), len(y), len(x)):
-        raise UserInputError(
-            f"OI coordinates (t={len(t)}, y={len(y)}, x={len(x)}) do not match observations "
-            f"{tuple(obs.shape)}"
-        )
+    _check_grid(obs, t, y, x, "OI")
     dtype = torch.float64
     obs = obs.to(dtype)
     t, y, x = (c.to(dtype=dtype, device=obs.device) for c in (t, y, x))
+    period = _check_period(period, (y, x))
+    wanted = _check_times(times, len(t))
     ok = torch.isfinite(obs)
     if not ok.any():
         raise UserInputError("OI: no observation at all (every value is NaN)")
@@ -139,19 +278,33 @@ def optimal_interpolation(
     scale = pts.new_tensor([params.lt, params.ly, params.lx])
 
     nt, ny, nx = tile
+    # time blocks: runs of consecutive requested indices, at most nt long
+    blocks: list[tuple[int, int]] = []
+    for i in wanted:
+        if blocks and blocks[-1][1] == i and i - blocks[-1][0] < nt:
+            blocks[-1] = (blocks[-1][0], i + 1)
+        else:
+            blocks.append((i, i + 1))
     todo = [
-        ((a, min(a + nt, len(t))), (b, min(b + ny, len(y))), (c, min(c + nx, len(x))))
-        for a in range(0, len(t), nt)
+        (block, (b, min(b + ny, len(y))), (c, min(c + nx, len(x))))
+        for block in blocks
         for b in range(0, len(y), ny)
         for c in range(0, len(x), nx)
     ]
     coords = (t, y, x)
+    periods = (None, *period)
 
     def near(box: tuple[tuple[int, int], ...]) -> tuple[Tensor, Tensor]:
         """Observations within ``cutoff`` scales of the tile's box, and their scaled distance."""
         lo = torch.stack([coords[k][box[k][0]] for k in range(3)])
         hi = torch.stack([coords[k][box[k][1] - 1] for k in range(3)])
-        gap = torch.maximum(lo - pts, pts - hi).clamp_min(0) / scale  # 0 inside the box
+        # distance to an interval = distance to its centre less its half width; on a periodic
+        # axis the offset to the centre is wrapped, which picks the nearest image of the point
+        offset = pts - (lo + hi) / 2  # (N, 3)
+        for k, per in enumerate(periods):
+            if per is not None:
+                offset[:, k] = _wrap(offset[:, k], per)
+        gap = (offset.abs() - (hi - lo) / 2).clamp_min(0) / scale  # 0 inside the box
         sel = (gap <= cutoff).all(-1).nonzero().squeeze(-1)
         return sel, gap[sel].norm(dim=-1)
 
@@ -179,8 +332,8 @@ def optimal_interpolation(
             sel = sel[dist.argsort()[:max_obs]]
         tiles.append((box, sel))
 
-    out_mean = torch.zeros_like(obs)
-    out_var = torch.full_like(obs, params.signal_std**2)
+    out_mean = torch.full_like(obs, math.nan)  # NaN at the times not analysed
+    out_var = torch.full_like(obs, math.nan) if return_std else None
     for first in range(0, len(tiles), batch_tiles):
         group = tiles[first : first + batch_tiles]
         targets = [
@@ -204,21 +357,367 @@ def optimal_interpolation(
             valid[i, : len(sel)] = True
             tgt[i, : len(grid)] = grid
         pair = valid[:, :, None] & valid[:, None, :]
-        boo = torch.where(pair, _cov(obs_pts, obs_pts, params), 0.0)
+        boo = torch.where(pair, _cov(obs_pts, obs_pts, params, period), 0.0)
         eye = torch.eye(n_max, dtype=dtype, device=pts.device)
         noise = torch.where(valid, params.noise_std**2, 1.0)
         boo = boo + eye * noise[:, None, :]
-        bgo = torch.where(valid[:, None, :], _cov(tgt, obs_pts, params), 0.0)  # (G, M, N)
+        bgo = torch.where(valid[:, None, :], _cov(tgt, obs_pts, params, period), 0.0)  # (G, M, N)
         chol = torch.linalg.cholesky(boo)  # (G, N, N)
         # mean: one right-hand side; variance: ||L^-1 B_og||^2 per target (one triangular solve)
         alpha = torch.cholesky_solve(obs_val[:, :, None], chol)  # (G, N, 1)
         mean_tile = (bgo @ alpha).squeeze(-1)  # (G, M)
-        v = torch.linalg.solve_triangular(chol, bgo.transpose(1, 2), upper=False)  # (G, N, M)
-        var_tile = params.signal_std**2 - (v * v).sum(1)
+        if out_var is not None:
+            v = torch.linalg.solve_triangular(chol, bgo.transpose(1, 2), upper=False)  # (G, N, M)
+            var_tile = params.signal_std**2 - (v * v).sum(1)
         for i, (box, _) in enumerate(group):
             region = tuple(slice(lo, hi) for lo, hi in box)
             shape = tuple(hi - lo for lo, hi in box)
             n = math.prod(shape)
             out_mean[region] = mean_tile[i, :n].reshape(shape)
-            out_var[region] = var_tile[i, :n].reshape(shape)
-    return out_mean + background, out_var.clamp_min(0).sqrt()
+            if out_var is not None:
+                out_var[region] = var_tile[i, :n].reshape(shape)
+    std = out_var.clamp_min(0).sqrt() if out_var is not None else None
+    return out_mean + background, std
+
+
+def _spacing(c: Tensor, name: str) -> float:
+    """The constant spacing of a regular 1-D coordinate."""
+    if len(c) < 2:
+        raise UserInputError(f"estimate_scales needs at least 2 points along {name}, got {len(c)}")
+    steps = c[1:] - c[:-1]
+    step = float(steps.mean())
+    if not step > 0 or float((steps - step).abs().max()) > 1e-6 * abs(step):
+        raise UserInputError(
+            f"estimate_scales needs an increasing regular {name} coordinate (constant spacing), "
+            f"got steps from {float(steps.min())} to {float(steps.max())}"
+        )
+    return step
+
+
+def _efold(dist: Tensor, corr: Tensor) -> tuple[float, bool]:
+    """First separation where ``corr`` drops below 1/e (linear interpolation), and whether the
+    correlation stays above it over every separation given (then the largest is returned)."""
+    level = math.exp(-1.0)
+    # the signal correlation at zero separation is 1 by definition
+    d_prev, c_prev = 0.0, 1.0
+    for d, c in zip(dist.tolist(), corr.tolist(), strict=True):
+        if c < level:
+            return d_prev + (c_prev - level) / (c_prev - c) * (d - d_prev), False
+        d_prev, c_prev = d, c
+    return d_prev, True
+
+
+def estimate_scales(
+    obs: Tensor,
+    t: Tensor,
+    y: Tensor,
+    x: Tensor,
+    *,
+    noise_std: float,
+    period: Period = (None, None),
+    min_pairs: int = 100,
+) -> dict:
+    r"""Empirical correlation scales of an observed field: first guesses of the OI scales.
+
+    The anomalies :math:`a = y - \bar{y}` give the correlation at separation :math:`d`
+
+    .. math::
+
+        \rho(d) = \frac{\sum_{|o - o'| \approx d} a_o a_{o'}}{n(d)\,(\operatorname{var}(y) -
+        \sigma_o^2)},
+
+    over the :math:`n(d)` pairs of distinct observations at the same time (spatial, binned by
+    radial distance with the grid spacing as bin width) or at the same cell (temporal, by time
+    lag). The pair sums are FFT autocorrelations of the zero-filled anomalies and of the mask,
+    summed over time (cells), zero-padded unless the axis is periodic. A scale is the separation
+    where :math:`\rho` first drops below :math:`1/e`, which for the Gaussian covariance
+    :math:`\exp(-d^2/L^2)` of the OI is :math:`L`.
+
+    Parameters
+    ----------
+    obs : (T, H, W) gridded observations, NaN where unobserved.
+    t, y, x : regular 1-D coordinates (T,), (H,), (W,) (e.g. days, km, km).
+    noise_std : observation noise standard deviation, removed from the variance.
+    period : domain lengths (y, x) of a periodic domain (must equal ``n * spacing``), or None.
+    min_pairs : separations with fewer pairs of observations are ignored.
+
+    Returns
+    -------
+    dict
+        ``lx`` (isotropic spatial scale), ``lt`` (temporal scale), ``signal_std``, and
+        ``lx_bounded`` / ``lt_bounded``: True when the correlation never dropped below 1/e within
+        the separations available, so the scale returned is only the largest of them (a lower
+        bound).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> t, y, x = torch.arange(20.0), torch.arange(32.0), torch.arange(32.0)
+    >>> field = torch.randn(20, 32, 32, generator=g, dtype=torch.float64)
+    >>> s = estimate_scales(field, t, y, x, noise_std=0.1)
+    >>> sorted(s), s["lx"] < 1.0
+    (['lt', 'lt_bounded', 'lx', 'lx_bounded', 'signal_std'], True)
+    """
+    _check_grid(obs, t, y, x, "estimate_scales")
+    if not noise_std >= 0:
+        raise UserInputError(f"estimate_scales: noise_std must be >= 0, got {noise_std}")
+    dtype = torch.float64
+    obs = obs.to(dtype)
+    dt, dy, dx = (_spacing(c.to(dtype), n) for c, n in ((t, "t"), (y, "y"), (x, "x")))
+    period = _check_period(period)
+    n_t, n_y, n_x = obs.shape
+    for name, per, n, step in (("y", period[0], n_y, dy), ("x", period[1], n_x, dx)):
+        if per is not None and abs(per - n * step) > 1e-6 * per:
+            raise UserInputError(
+                f"estimate_scales: period along {name} ({per}) must equal the grid length "
+                f"{n} * {step} = {n * step}"
+            )
+    ok = torch.isfinite(obs)
+    n_obs = int(ok.sum())
+    if n_obs < 2:
+        raise UserInputError(f"estimate_scales needs at least 2 observations, got {n_obs}")
+    anomaly = torch.where(ok, obs - obs[ok].mean(), 0.0)  # (T, H, W), zero where unobserved
+    mask = ok.to(dtype)
+    variance = float(anomaly.pow(2).sum()) / n_obs
+    signal_var = variance - noise_std**2
+    if not signal_var > 0:
+        raise UserInputError(
+            f"estimate_scales: the observations' variance ({variance:.4g}) does not exceed the "
+            f"noise variance noise_std**2 = {noise_std**2:.4g}: no signal to correlate"
+        )
+
+    # spatial: pair sums per lag (dy, dx) at the same time, summed over time in Fourier space
+    size = (n_y if period[0] else 2 * n_y, n_x if period[1] else 2 * n_x)
+    power_a = power_m = 0.0
+    for first in range(0, n_t, 16):  # chunks bound the memory of the padded transforms
+        fa = torch.fft.rfft2(anomaly[first : first + 16], s=size)
+        fm = torch.fft.rfft2(mask[first : first + 16], s=size)
+        power_a = power_a + fa.abs().pow(2).sum(0)
+        power_m = power_m + fm.abs().pow(2).sum(0)
+    sums = torch.fft.irfft2(power_a, s=size).flatten()
+    pairs = torch.fft.irfft2(power_m, s=size).round().flatten()  # ordered pairs per lag
+    lag_y = torch.fft.fftfreq(size[0], dtype=dtype) * size[0] * dy
+    lag_x = torch.fft.fftfreq(size[1], dtype=dtype) * size[1] * dx
+    radius = torch.sqrt(lag_y[:, None] ** 2 + lag_x[None, :] ** 2).flatten()
+    keep = (radius > 0) & (pairs > 0)  # lag 0 holds the self pairs: variance, noise included
+    width = max(dy, dx)
+    bins = torch.round(radius[keep] / width).long()
+    n_bins = int(bins.max()) + 1 if len(bins) else 0
+    bin_pairs = torch.bincount(bins, pairs[keep], n_bins)
+    bin_sums = torch.bincount(bins, sums[keep], n_bins)
+    bin_dist = torch.bincount(bins, radius[keep] * pairs[keep], n_bins)
+    enough = bin_pairs / 2 >= min_pairs  # both orders of each pair are counted
+    if not enough.any():
+        raise UserInputError(
+            f"estimate_scales: no spatial separation has {min_pairs} pairs of observations at "
+            f"the same time ({n_obs} observations in all); lower min_pairs or give more data"
+        )
+    lx, lx_bounded = _efold(
+        bin_dist[enough] / bin_pairs[enough], bin_sums[enough] / bin_pairs[enough] / signal_var
+    )
+
+    # temporal: pair sums per time lag at the same cell, summed over cells in Fourier space
+    power_a = power_m = 0.0
+    rows = max(1, 4096 // max(1, n_x))
+    for first in range(0, n_y, rows):
+        fa = torch.fft.rfft(anomaly[:, first : first + rows], n=2 * n_t, dim=0)
+        fm = torch.fft.rfft(mask[:, first : first + rows], n=2 * n_t, dim=0)
+        power_a = power_a + fa.abs().pow(2).sum((1, 2))
+        power_m = power_m + fm.abs().pow(2).sum((1, 2))
+    sums = torch.fft.irfft(power_a, n=2 * n_t)[1:n_t]  # lags 1 .. T-1
+    pairs = torch.fft.irfft(power_m, n=2 * n_t)[1:n_t].round()  # each pair once
+    lags = torch.arange(1, n_t, dtype=dtype) * dt
+    enough = pairs >= min_pairs
+    if not enough.any():
+        raise UserInputError(
+            f"estimate_scales: no time lag has {min_pairs} pairs of observations at the same "
+            f"cell ({n_obs} observations in all); lower min_pairs or give more data"
+        )
+    lt, lt_bounded = _efold(lags[enough], sums[enough] / pairs[enough] / signal_var)
+    return {
+        "lx": float(lx),
+        "lt": float(lt),
+        "signal_std": math.sqrt(signal_var),
+        "lx_bounded": bool(lx_bounded),
+        "lt_bounded": bool(lt_bounded),
+    }
+
+
+@dataclass(frozen=True)
+class OITuning:
+    """Result of :func:`tune_oi`.
+
+    ``grid`` keeps every evaluated point, not only the best, so that the flatness of the RMSE
+    around the optimum (how much the choice matters) can be read or plotted afterwards; ``on_edge``
+    says the optimum could not be bracketed within the allowed expansions, i.e. the chosen scale
+    is a bound rather than a minimum.
+    """
+
+    params: OIParams
+    rmse: float
+    grid: list[dict]
+    on_edge: bool
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable content: ``params``, ``rmse``, ``grid`` and ``on_edge``."""
+        return {
+            "params": dataclasses.asdict(self.params),
+            "rmse": float(self.rmse),
+            "grid": [dict(point) for point in self.grid],
+            "on_edge": bool(self.on_edge),
+        }
+
+
+def _candidates(values: Sequence[float], name: str) -> list[float]:
+    """Sorted unique candidate values, each > 0."""
+    try:
+        out = sorted({float(v) for v in values})
+    except (TypeError, ValueError) as err:
+        raise UserInputError(
+            f"tune_oi: {name} must be a sequence of numbers, got {values!r}"
+        ) from err
+    if not out or not all(v > 0 and math.isfinite(v) for v in out):
+        raise UserInputError(
+            f"tune_oi: {name} must hold at least one finite value > 0, got {list(values)!r}"
+        )
+    return out
+
+
+def tune_oi(
+    obs: Tensor,
+    truth: Tensor,
+    t: Tensor,
+    y: Tensor,
+    x: Tensor,
+    *,
+    signal_std: float,
+    noise_std: float,
+    lx: Sequence[float],
+    lt: Sequence[float],
+    times: Tensor | None = None,
+    period: Period = (None, None),
+    noise_factors: Sequence[float] = (1.0,),
+    mean: float | None = None,
+    tile: tuple[int, int, int] = (5, 16, 16),
+    cutoff: float = 3.0,
+    max_obs: int = 1000,
+    min_tile: int = 16,
+    expand: int = 3,
+) -> OITuning:
+    """Grid search of the OI scales by the RMSE against a validation truth.
+
+    Every combination of ``lx`` (with ``ly = lx``: isotropic), ``lt`` and
+    ``noise_std * noise_factors`` is run with :func:`optimal_interpolation` (mean only, at
+    ``times``) and scored by the RMSE against ``truth`` over its finite values at ``times``. When
+    the best ``lx`` or ``lt`` is the smallest or largest candidate, that grid is extended
+    geometrically by one value beyond the edge (ratio of the two edge values) and the new points
+    are run, up to ``expand`` times per axis, so that the optimum is bracketed whenever possible.
+    An axis with a single candidate is held fixed.
+
+    Parameters
+    ----------
+    obs : (T, H, W) observations, NaN where unobserved.
+    truth : (T, H, W) validation field, NaN where not scored (e.g. land).
+    t, y, x : 1-D coordinates (T,), (H,), (W,).
+    signal_std, noise_std : the standard deviations of the OI (noise_std scaled by
+        ``noise_factors``).
+    lx, lt : candidate spatial and temporal scales.
+    times : integer indices of the validation time steps (default all).
+    period, mean, tile, cutoff, max_obs, min_tile : passed to :func:`optimal_interpolation`
+        (a large ``min_tile`` never splits tiles: a fast search whose RMSE is within ~1% of the
+        split solve on the project's twin).
+    noise_factors : candidate multipliers of ``noise_std`` (not extended).
+    expand : at most this many extensions of each of the ``lx`` and ``lt`` grids.
+
+    Returns
+    -------
+    OITuning
+        The chosen parameters, their RMSE, every evaluated point (sorted by lx, lt, noise_std) and
+        whether the choice still lies on an edge of the ``lx`` or ``lt`` grid.
+
+    Examples
+    --------
+    >>> import torch
+    >>> t, y, x = torch.arange(4.0), torch.arange(8.0), torch.arange(8.0)
+    >>> truth = torch.sin(y / 3)[None, :, None].expand(4, 8, 8).double()
+    >>> obs = truth.clone(); obs[:, 1::2] = float("nan")
+    >>> res = tune_oi(obs, truth, t, y, x, signal_std=1.0, noise_std=0.05, lx=[1.0, 2.0, 4.0],
+    ...               lt=[2.0], times=torch.tensor([2]))
+    >>> res.params.lx in {r["lx"] for r in res.grid}, len(res.grid) >= 3
+    (True, True)
+    """
+    _check_grid(obs, t, y, x, "tune_oi")
+    if truth.shape != obs.shape:
+        raise UserInputError(
+            f"tune_oi: truth has shape {tuple(truth.shape)}, the observations "
+            f"{tuple(obs.shape)}; they must match"
+        )
+    if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
+        raise UserInputError(f"tune_oi: expand must be an integer >= 0, got {expand!r}")
+    axes = {"lx": _candidates(lx, "lx"), "lt": _candidates(lt, "lt")}
+    factors = _candidates(noise_factors, "noise_factors")
+    wanted = _check_times(times, len(t))
+    index = torch.tensor(wanted, device=obs.device)
+    target = truth.to(torch.float64)[index]  # (K, H, W)
+    scored = torch.isfinite(target)
+    if not scored.any():
+        raise UserInputError("tune_oi: truth has no finite value at the validation times")
+    # validate once, before any solve
+    OIParams(lx=1.0, ly=1.0, lt=1.0, signal_std=signal_std, noise_std=noise_std)
+
+    cache: dict[tuple[float, float, float], float] = {}
+
+    def run(lx_: float, lt_: float, noise: float) -> float:
+        p = OIParams(lx=lx_, ly=lx_, lt=lt_, signal_std=signal_std, noise_std=noise)
+        analysis, _ = optimal_interpolation(
+            obs,
+            t,
+            y,
+            x,
+            p,
+            tile=tile,
+            cutoff=cutoff,
+            max_obs=max_obs,
+            min_tile=min_tile,
+            mean=mean,
+            period=period,
+            return_std=False,
+            times=index,
+        )
+        err = (analysis[index] - target)[scored]
+        return float(err.pow(2).mean().sqrt())
+
+    grown = {"lx": 0, "lt": 0}
+    while True:
+        for a in axes["lx"]:
+            for b in axes["lt"]:
+                for f in factors:
+                    key = (a, b, noise_std * f)
+                    if key not in cache:
+                        cache[key] = run(*key)
+        best = min(cache, key=cache.__getitem__)
+        edges = {}
+        extended = False
+        for k, (name, values) in enumerate(axes.items()):
+            lo_edge, hi_edge = best[k] == values[0], best[k] == values[-1]
+            edges[name] = len(values) > 1 and (lo_edge or hi_edge)
+            if edges[name] and grown[name] < expand:
+                grown[name] += 1
+                extended = True
+                if lo_edge:
+                    values.insert(0, values[0] * values[0] / values[1])
+                else:
+                    values.append(values[-1] * values[-1] / values[-2])
+        if not extended:  # the edges were computed on the final grid
+            break
+
+    grid = [{"lx": a, "lt": b, "noise_std": n, "rmse": r} for (a, b, n), r in sorted(cache.items())]
+    return OITuning(
+        params=OIParams(
+            lx=best[0], ly=best[0], lt=best[1], signal_std=signal_std, noise_std=best[2]
+        ),
+        rmse=cache[best],
+        grid=grid,
+        on_edge=any(edges.values()),
+    )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geodl.errors import UserInputError
 from geodl.models.blocks import ConvLSTMCell, PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive, masked_input
 from geodl.models.outputs import MappingOutput, clamp_log_var
 
-__all__ = ["BilinearAEPrior", "FourDVarNet"]
+__all__ = ["PRIORS", "BilinearAEPrior", "FourDVarNet", "UNetPrior"]
 
 
 class BilinearAEPrior(nn.Module):
@@ -44,26 +47,116 @@ class BilinearAEPrior(nn.Module):
         return h
 
 
+def _upsample2(x: Tensor, padding: str) -> Tensor:
+    """Bilinear 2x up-sampling ``(N, C, H, W) -> (N, C, 2H, 2W)``, periodic for circular padding.
+
+    ``F.interpolate`` clamps at the borders; for a periodic domain the field is wrapped by one cell
+    first and the result cropped, which gives exactly the periodic interpolation.
+    """
+    if padding != "circular":
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    up = F.interpolate(
+        F.pad(x, (1, 1, 1, 1), mode="circular"),
+        scale_factor=2,
+        mode="bilinear",
+        align_corners=False,
+    )
+    return up[..., 2:-2, 2:-2]
+
+
+class UNetPrior(nn.Module):
+    """Multi-scale prior ``phi``: a small conv encoder-decoder with skips, ``(N, K, H, W) -> same``.
+
+    ``levels`` 2x average-pooling steps (width ``hidden * 2**level``, two 3x3 conv + ReLU per
+    level), bilinear up-sampling, a skip connection at every level and a linear 3x3 output
+    convolution, so H and W must be divisible by ``2**levels``. No normalisation layer: ``phi``
+    must keep the amplitude of the state (a per-sample normalisation would make
+    ``x - phi(x)`` depend on the amplitude of ``x`` in a way no prior can undo).
+
+    Why: :class:`BilinearAEPrior` only sees the state at ``1 / downsample`` resolution, so the
+    prior term cannot tell a realistic small-scale field from a smooth one. The skips let ``phi``
+    represent all scales; the flip side is that ``phi`` can drift towards the identity (an
+    uninformative prior), so train it with the reconstruction loss and not on the
+    prior-consistency term alone.
+    """
+
+    def __init__(
+        self, channels: int, hidden: int, *, levels: int = 2, padding: str = "zeros"
+    ) -> None:
+        super().__init__()
+        check_positive("UNetPrior", channels=channels, hidden=hidden, levels=levels)
+        self.levels = levels
+        self.padding = padding
+        widths = [hidden * 2**i for i in range(levels + 1)]
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                PaddedConv(c_in, c_out, 3, padding=padding),
+                nn.ReLU(),
+                PaddedConv(c_out, c_out, 3, padding=padding),
+                nn.ReLU(),
+            )
+
+        self.down = nn.ModuleList([block(channels, widths[0])])
+        self.down.extend(block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.up = nn.ModuleList(
+            block(b + a, a) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.conv_out = PaddedConv(widths[0], channels, 3, padding=padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for i, down in enumerate(self.down):
+            x = down(x if i == 0 else F.avg_pool2d(x, 2))  # (N, hidden * 2**i, H / 2**i, W / 2**i)
+            skips.append(x)
+        x = skips.pop()
+        for up in reversed(self.up):
+            x = up(torch.cat([_upsample2(x, self.padding), skips.pop()], dim=1))
+        return self.conv_out(x)  # (N, K, H, W)
+
+
+#: Prior names accepted by :class:`FourDVarNet`.
+PRIORS = ("bilinear", "unet")
+#: Down-sampling levels of the ``"unet"`` prior.
+UNET_PRIOR_LEVELS = 2
+
+
 class FourDVarNet(nn.Module):
     """4DVarNet: minimise a variational cost with a learned ConvLSTM gradient solver.
 
-    The cost of a state ``x`` given observations ``y`` and mask ``m`` is
+    The cost of a state ``x`` given observations ``y`` and mask ``m`` (time as channels, each
+    ``(B, T*C, H, W)``) is, per sample,
 
-    .. math:: U(x) = \\alpha_o \\overline{m (x - y)^2} + \\alpha_p \\overline{(x - \\phi(x))^2}
+    .. math::
 
-    (means per sample), with ``phi`` a :class:`BilinearAEPrior`. Starting from ``x_0 = y`` (zeros at
-    gaps), each of the ``n_iter`` iterations computes ``g = dU/dx`` by autograd, normalises it by its
-    root mean square at iteration 0 (per sample), feeds it to a ConvLSTM, and updates
-    ``x_{k+1} = x_k - (lstm_out / (k + 1) + grad_step * (k + 1) / K * g)``.
+        U(x) = \\alpha_o \\frac{\\sum m (x - y)^2}{\\max(1, \\sum m)}
+             + \\alpha_p \\overline{(x - \\phi(x))^2}
+
+    The observation term is the mean over the *observed* pixels only (as the reference's
+    ``BaseObsCost``), the prior term the mean over all pixels. Why not the mean over all pixels for
+    both: at 5 % coverage the observation term would be 20 times weaker than the prior term, and
+    the balance of the two would depend on the coverage of each patch. ``phi`` is a
+    :class:`BilinearAEPrior` (``prior="bilinear"``) or a :class:`UNetPrior` (``prior="unet"``).
+    Starting from ``x_0 = y`` (zeros at gaps), each of the ``n_iter`` iterations computes
+    ``g = dU/dx`` by autograd, normalises it by its root mean square at iteration 0 (per sample),
+    feeds it to a ConvLSTM, and updates
+    ``x_{k+1} = x_k - (lstm_out / (k + 1) + grad_step * (k + 1) / K * g)``. With ``project=True``
+    the returned mean is ``phi(x_K)``, the projection of the last iterate onto the prior.
 
     ``forward(obs, obs_mask=None) -> MappingOutput``. Time is used as channels: the state is
     ``(B, T*C, H, W)`` inside the solver, so ``n_times`` is fixed at construction.
+    :meth:`prior_cost` and :meth:`project` take and return the ``(B, T, C, H, W)`` layout, so that a
+    training loss can add the prior-consistency term :math:`\\lVert x - \\phi(x) \\rVert^2` on the
+    output and on the target (Fablet et al. 2021) without knowing the reshape.
 
     Why autograd inside ``forward``: the gradient of the cost is part of the model. ``forward``
     enables grad itself, so it also works under ``torch.no_grad()`` (evaluation); the graph through
     the iterations is kept (``create_graph``) only when grad is enabled by the caller (training).
     ``detach=True`` cuts it between iterations (truncated back-propagation: memory of one
     iteration, gradients from the last one only).
+
+    Why the final projection in training too: the reference solver projects only in evaluation
+    mode; here training optimises what evaluation returns.
 
     Parameters
     ----------
@@ -72,23 +165,38 @@ class FourDVarNet(nn.Module):
     n_iter : int
         Solver iterations K.
     prior_hidden, lstm_hidden : int
-        Channels of the prior and of the ConvLSTM.
+        Channels of the prior (of its first level for ``"unet"``) and of the ConvLSTM.
     downsample : int
-        Down-sampling of the prior; H and W must be divisible by it.
+        Down-sampling of the ``"bilinear"`` prior; H and W must be divisible by it. The
+        ``"unet"`` prior ignores it and needs H and W divisible by ``2**2``.
+    padding : {"zeros", "circular"}
+        Padding in (y, x) of every convolution; circular for periodic domains.
     obs_weight, prior_weight : float
-        :math:`\\alpha_o`, :math:`\\alpha_p` of the cost.
+        :math:`\\alpha_o`, :math:`\\alpha_p` of the cost (>= 0; > 0 with ``learn_weights``).
     grad_step : float
         Weight of the raw gradient step.
     detach : bool
         Detach the state (and ConvLSTM state) between iterations.
     variance : bool
-        Add a log-variance head (conv on state and ConvLSTM hidden state), clamped to
-        ``[min_log_var, max_log_var]``.
+        Add a log-variance head (conv on the last iterate ``x_K`` and the ConvLSTM hidden state),
+        clamped to ``[min_log_var, max_log_var]``.
+    prior : {"bilinear", "unet"}
+        The prior ``phi``: :class:`BilinearAEPrior` (the reference's) or :class:`UNetPrior`
+        (multi-scale, for fields the down-sampled bilinear prior cannot represent).
+    project : bool
+        Return ``phi(x_K)`` instead of ``x_K`` (the reference's final step).
+    learn_weights : bool
+        Learn :math:`\\alpha_o` and :math:`\\alpha_p` (stored as their logarithms, so they stay
+        positive; initialised at ``obs_weight`` and ``prior_weight``). Their ratio sets how much
+        the analysis trusts the prior against the observations, which is rarely known in advance.
 
     References
     ----------
     Fablet, R., Chapron, B., Drumetz, L., Mémin, E., Pannekoucke, O., Rousseau, F. (2021). Learning
     variational data assimilation models and solvers. J. Adv. Model. Earth Syst. 13, e2021MS002572.
+
+    4dvarnet-starter (CIA Oceanix), ``src/models.py``: ``GradSolver``, ``BaseObsCost``,
+    ``BilinAEPriorCost``, ``ConvLstmGradModel``. https://github.com/CIA-Oceanix/4dvarnet-starter
 
     Examples
     --------
@@ -97,6 +205,8 @@ class FourDVarNet(nn.Module):
     >>> obs = torch.randn(2, 3, 1, 16, 16)
     >>> net(obs, (torch.rand_like(obs) > 0.5).float()).mean.shape
     torch.Size([2, 3, 1, 16, 16])
+    >>> net.prior_cost(obs).shape
+    torch.Size([])
     """
 
     def __init__(
@@ -116,6 +226,9 @@ class FourDVarNet(nn.Module):
         variance: bool = False,
         min_log_var: float = -10.0,
         max_log_var: float = 5.0,
+        prior: str = "bilinear",
+        project: bool = True,
+        learn_weights: bool = False,
     ) -> None:
         super().__init__()
         check_padding(padding, "FourDVarNet")
@@ -128,27 +241,94 @@ class FourDVarNet(nn.Module):
             lstm_hidden=lstm_hidden,
             downsample=downsample,
         )
+        if prior not in PRIORS:
+            raise UserInputError(f"FourDVarNet: prior={prior!r}, expected one of {list(PRIORS)}")
+        for key, value in (("obs_weight", obs_weight), ("prior_weight", prior_weight)):
+            if learn_weights and not value > 0:
+                raise UserInputError(
+                    f"FourDVarNet: {key} must be > 0 with learn_weights=True (it is learned as "
+                    f"its logarithm), got {value!r}"
+                )
+            if not value >= 0:
+                raise UserInputError(f"FourDVarNet: {key} must be >= 0, got {value!r}")
         self.in_channels = in_channels
         self.n_times = n_times
         self.n_iter = n_iter
         self.downsample = downsample
-        self.obs_weight = obs_weight
-        self.prior_weight = prior_weight
+        self.prior_name = prior
+        # H and W must be divisible by the prior's total down-sampling.
+        self.multiple = downsample if prior == "bilinear" else 2**UNET_PRIOR_LEVELS
         self.grad_step = grad_step
         self.detach = detach
+        self.project_output = project
+        self.learn_weights = learn_weights
         self.min_log_var = min_log_var
         self.max_log_var = max_log_var
+        if learn_weights:
+            self.log_obs_weight = nn.Parameter(torch.tensor(math.log(obs_weight)))
+            self.log_prior_weight = nn.Parameter(torch.tensor(math.log(prior_weight)))
+        else:
+            # Plain floats, not buffers: the state dict (and old checkpoints) stay as they were.
+            self._obs_weight = float(obs_weight)
+            self._prior_weight = float(prior_weight)
         k = in_channels * n_times
-        self.prior = BilinearAEPrior(k, prior_hidden, downsample=downsample, padding=padding)
+        self.prior: nn.Module = (
+            BilinearAEPrior(k, prior_hidden, downsample=downsample, padding=padding)
+            if prior == "bilinear"
+            else UNetPrior(k, prior_hidden, levels=UNET_PRIOR_LEVELS, padding=padding)
+        )
         self.lstm = ConvLSTMCell(k, lstm_hidden, padding=padding)
         self.lstm_out = PaddedConv(lstm_hidden, k, 1, bias=False)
         self.log_var_head = PaddedConv(k + lstm_hidden, k, 3, padding=padding) if variance else None
 
+    @property
+    def obs_weight(self) -> Tensor | float:
+        """:math:`\\alpha_o` (a positive scalar tensor when learned)."""
+        return self.log_obs_weight.exp() if self.learn_weights else self._obs_weight
+
+    @property
+    def prior_weight(self) -> Tensor | float:
+        """:math:`\\alpha_p` (a positive scalar tensor when learned)."""
+        return self.log_prior_weight.exp() if self.learn_weights else self._prior_weight
+
     def cost(self, state: Tensor, obs: Tensor, mask: Tensor) -> Tensor:
-        """Variational cost per sample ``(B,)`` of ``state``, ``obs``, ``mask`` (each ``(B, K, H, W)``)."""
-        obs_term = (mask * (state - obs) ** 2).mean(dim=(1, 2, 3))
+        """Variational cost per sample ``(B,)`` of ``state``, ``obs``, ``mask`` (each ``(B, K, H, W)``).
+
+        The observation term is the mean of ``(state - obs)**2`` over the observed pixels of each
+        sample (0 for a sample without observations), the prior term the mean of
+        ``(state - phi(state))**2`` over all pixels.
+        """
+        n_obs = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)  # (B,)
+        obs_term = (mask * (state - obs) ** 2).sum(dim=(1, 2, 3)) / n_obs
         prior_term = ((state - self.prior(state)) ** 2).mean(dim=(1, 2, 3))
         return self.obs_weight * obs_term + self.prior_weight * prior_term
+
+    def _check_field(self, x: Tensor, where: str) -> None:
+        check_grid(
+            x, "x", where, channels=self.in_channels, times=self.n_times, multiple=self.multiple
+        )
+        if torch.isnan(x).any():
+            raise UserInputError(
+                f"{where}: x contains NaN; the prior needs a complete field (the model output, or "
+                "a target with its gaps filled)"
+            )
+
+    def _project(self, x: Tensor, where: str) -> Tensor:
+        self._check_field(x, where)
+        b, _, _, h, w = x.shape
+        return self.prior(x.reshape(b, -1, h, w)).reshape(x.shape)  # (B, T*C, H, W) inside
+
+    def project(self, x: Tensor) -> Tensor:
+        """``phi(x)``: the projection of a field ``x`` ``(B, T, C, H, W)`` by the prior, same shape."""
+        return self._project(x, "FourDVarNet.project")
+
+    def prior_cost(self, x: Tensor) -> Tensor:
+        """Prior-consistency term: the scalar mean of ``(x - phi(x))**2`` over ``x`` ``(B, T, C, H, W)``.
+
+        Add it to a training loss on the output and on the target, so that ``phi`` learns to be a
+        prior of the true fields (it is otherwise trained only through the solver's gradients).
+        """
+        return (x - self._project(x, "FourDVarNet.prior_cost")).pow(2).mean()
 
     def forward(self, obs: Tensor, obs_mask: Tensor | None = None) -> MappingOutput:
         check_grid(
@@ -157,7 +337,7 @@ class FourDVarNet(nn.Module):
             "FourDVarNet.forward",
             channels=self.in_channels,
             times=self.n_times,
-            multiple=self.downsample,
+            multiple=self.multiple,
         )
         y, m = masked_input(obs, obs_mask, "FourDVarNet.forward")  # (B, T, C, H, W)
         shape = y.shape
@@ -188,11 +368,14 @@ class FourDVarNet(nn.Module):
                     + self.grad_step * (k + 1) / self.n_iter * grad
                 )
                 state = state - step
-            log_var = None
-            if self.log_var_head is not None:
-                raw = self.log_var_head(torch.cat([state, lstm_state[0]], dim=1))
-                log_var = clamp_log_var(raw, self.min_log_var, self.max_log_var).reshape(shape)
+            # No autograd needed below unless the caller trains.
+            with torch.set_grad_enabled(keep_graph):
+                mean = self.prior(state) if self.project_output else state  # (B, T*C, H, W)
+                log_var = None
+                if self.log_var_head is not None:
+                    raw = self.log_var_head(torch.cat([state, lstm_state[0]], dim=1))
+                    log_var = clamp_log_var(raw, self.min_log_var, self.max_log_var).reshape(shape)
         if not keep_graph:
-            state = state.detach()
+            mean = mean.detach()
             log_var = None if log_var is None else log_var.detach()
-        return MappingOutput(state.reshape(shape), log_var)
+        return MappingOutput(mean.reshape(shape), log_var)

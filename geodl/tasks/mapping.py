@@ -1,10 +1,14 @@
 """Mapping experiment: sparse satellite observations -> gridded field with uncertainty.
 
-Stages: ``simulate`` (only without ``data.path``: the embedded QG twin truth) -> ``prepare``
-(observations, splits, normalisation) -> ``train_<method>`` (each learned method) ->
-``predict_<method>`` (every method, the whole test period, stitched mean and std) -> ``evaluate``
-(``metrics.json``) -> ``report``. One stage per method, so that changing one method's settings
-re-runs that method only.
+Stages: ``simulate`` (only without ``data.path``: the embedded QG twin truth, and with
+``simulate.members > 1`` more independent realisations to train on) -> ``prepare`` (observations,
+splits, normalisation, the observations' correlation scales) -> ``train_<method>`` (every method:
+the learned ones train, OI tunes its scales on the validation period) -> ``predict_<method>``
+(the whole test period, stitched mean and std) -> ``evaluate`` (``metrics.json``, with each
+method's RMSE and lambda_x as ratios to the tuned OI of the same run) -> ``report``. One stage per
+method, so that changing one method's settings re-runs that method only.
+
+The methods come from the registry :data:`geodl.methods.mapping.METHODS`; this module is wiring.
 
 From Python::
 
@@ -20,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -28,32 +31,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, create_model, model_validator
 
 from geodl.config import Section
-from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, make_splits, stitch
-from geodl.errors import ConfigError, DataError
+from geodl.data import GriddedSource, make_splits
+from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.grid import EARTH_KM_PER_DEG, days, grid_km
+from geodl.methods.mapping import METHODS, MappingData, PatchSection
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
-from geodl.training import TaskModule, TrainSection, fit, load_checkpoint, load_model_weights
 
-__all__ = [
-    "LEARNED",
-    "METHODS",
-    "MappingConfig",
-    "grid_km",
-    "mapping_loss",
-    "reconstruct_learned",
-    "reconstruct_oi",
-    "train_model",
-]
+__all__ = ["MappingConfig", "build_schema", "experiment"]
 
 log = logging.getLogger("geodl.mapping")
-
-LEARNED = ("unet", "dincae", "fourdvarnet")
-METHODS = ("oi", *LEARNED)
-LOSS_TERMS = ("mse", "grad", "nll")
-EARTH_KM_PER_DEG = 111.195
+_days = days
 
 
 # ----- configuration -----------------------------------------------------------------------
@@ -64,12 +55,18 @@ class DataSection(Section):
 
 
 class SimulateSection(Section):
-    """Embedded QG twin truth (used when ``data.path`` is null)."""
+    """Embedded QG twin truth (used when ``data.path`` is null).
+
+    ``members`` > 1 simulates that many independent realisations (batched, each from its own
+    initial noise): member 0 is the experiment's truth (its splits, its test period); the others
+    are observed the same way and every day of them is training data for the learned methods.
+    """
 
     preset: Literal["eddy", "jet"] = "eddy"
     nx: int = Field(64, ge=8)
     days: float = Field(730.0, gt=0)
     spinup_days: float = Field(1460.0, ge=0)
+    members: int = Field(1, ge=1)
     seed: int = 0
     threads: int | None = Field(None, gt=0)
 
@@ -77,6 +74,9 @@ class SimulateSection(Section):
 class ObsSection(Section):
     kind: Literal["nadir", "swath", "clouds", "file"] = "nadir"
     noise_std: float = Field(0.01, ge=0, description="observation error std (field units)")
+    noise_fraction: float | None = Field(
+        None, gt=0, description="noise std as a fraction of the truth's std (replaces noise_std)"
+    )
     seed: int = 0
     # nadir / swath
     n_satellites: int = Field(4, gt=0)
@@ -103,80 +103,40 @@ class SplitSection(Section):
     test: list[float | str] = Field(min_length=2, max_length=2)
 
 
-class PatchSection(Section):
-    time: int = Field(5, gt=0)
-    y: int = Field(64, gt=0)
-    x: int = Field(64, gt=0)
-    stride_time: int = Field(1, gt=0)
-    stride_y: int | None = Field(None, gt=0)
-    stride_x: int | None = Field(None, gt=0)
-    max_land_fraction: float | None = Field(None, ge=0, le=1)
-
-
-class OISection(Section):
-    lx_km: float = Field(100.0, gt=0)
-    ly_km: float = Field(100.0, gt=0)
-    lt_days: float = Field(10.0, gt=0)
-    signal_std: float | None = Field(None, gt=0, description="default: from training obs")
-    noise_std: float | None = Field(None, gt=0, description="default: obs.noise_std")
-    tile_time: int = Field(5, gt=0)
-    tile_space: int = Field(32, gt=0)
-    max_obs: int = Field(1000, gt=0)
-
-
-class LearnedSection(Section):
-    model: dict[str, Any] = Field(default_factory=dict)
-    loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0})
-    mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
-    train: TrainSection = TrainSection()
-
-
 class ReportSection(Section):
     days: list[int] = Field(default_factory=lambda: [0], description="test-period day indices")
 
 
-class MappingConfig(Section):
+class _MappingBase(Section):
     experiment: ExperimentSection
     data: DataSection = DataSection()
     simulate: SimulateSection = SimulateSection()
     obs: ObsSection = ObsSection()
     split: SplitSection
     patch: PatchSection = PatchSection()
-    methods: list[Literal["oi", "unet", "dincae", "fourdvarnet"]] = Field(
-        default_factory=lambda: list(METHODS), min_length=1
-    )
-    oi: OISection = OISection()
-    unet: LearnedSection = LearnedSection()
-    dincae: LearnedSection = LearnedSection(loss={"nll": 1.0})
-    fourdvarnet: LearnedSection = LearnedSection(loss={"mse": 1.0, "grad": 0.1}, mask_swap=0.5)
+    methods: list[str] = Field(default_factory=lambda: ["oi", "unet", "dincae", "fourdvarnet"])
     report: ReportSection = ReportSection()
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> _MappingBase:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods {unknown or '[]'} invalid; choose from {list(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods {self.methods} lists a method twice")
+        return self
+
+
+def build_schema() -> type[Section]:
+    """The mapping config schema: the common sections plus one section per registered method."""
+    fields: dict[str, Any] = {name: (m.section, m.section()) for name, m in METHODS.items()}
+    return create_model("MappingConfig", __base__=_MappingBase, **fields)
+
+
+MappingConfig = build_schema()
 
 
 # ----- grids and sources -------------------------------------------------------------------
-def _days(time: np.ndarray) -> np.ndarray:
-    if np.issubdtype(time.dtype, np.datetime64):
-        return (time - time[0]) / np.timedelta64(1, "D")
-    return np.asarray(time, dtype=np.float64)
-
-
-def grid_km(ds: xr.Dataset | xr.DataArray, y: str, x: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """1-D y and x coordinates in km: projected (km or m) as they are, geographic (degrees)
-    mapped with an equirectangular projection about the domain centre. Returns (y_km, x_km, kind).
-    """
-    yc, xc = ds[y], ds[x]
-    units = (str(yc.attrs.get("units", "")) + str(xc.attrs.get("units", ""))).lower()
-    geographic = "degree" in units or y.lower().startswith("lat") or x.lower().startswith("lon")
-    yv, xv = yc.values.astype(np.float64), xc.values.astype(np.float64)
-    if geographic:
-        lat0 = math.radians(float(np.mean(yv)))
-        return yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0), "geographic"
-    if "km" in units or units.strip() == "":
-        return yv, xv, "projected"
-    if units.strip() in ("mm", "m m", "metre", "metres", "meter", "meters") or "m" in units:
-        return yv / 1000.0, xv / 1000.0, "projected"
-    return yv, xv, "projected"
-
-
 def _truth_path(ctx: StageContext) -> Path:
     cfg = ctx.cfg
     return Path(cfg.data.path) if cfg.data.path else ctx.input("truth.nc")
@@ -198,6 +158,44 @@ def _prep(ctx: StageContext) -> dict[str, Any]:
     return json.loads(ctx.input("prepare.json").read_text())
 
 
+def _members(ctx: StageContext) -> tuple[GriddedSource, ...]:
+    """The extra training realisations (twin experiments with ``simulate.members > 1``)."""
+    cfg = ctx.cfg
+    if cfg.data.path is not None or cfg.simulate.members < 2:
+        return ()
+    var = cfg.data.variable
+    out = []
+    with (
+        xr.open_dataset(ctx.input("members.nc")) as tds,
+        xr.open_dataset(ctx.input("obs_members.nc")) as ods,
+    ):
+        for k in range(tds.sizes["member"]):
+            ds = xr.Dataset(
+                {
+                    var: tds[var].isel(member=k).load(),
+                    f"{var}_obs": ods[f"{var}_obs"].isel(member=k).load(),
+                }
+            )
+            out.append(GriddedSource(ds, target=var, obs=f"{var}_obs"))
+    return tuple(out)
+
+
+def _data(ctx: StageContext) -> MappingData:
+    cfg, prep = ctx.cfg, _prep(ctx)
+    return MappingData(
+        source=_source(ctx),
+        splits={k: tuple(v) for k, v in prep["splits"].items()},
+        normalizer=prep["normalizer"],
+        patch=cfg.patch,
+        noise_std=prep["noise_std"],
+        obs_std=prep["obs_std_train"],
+        obs_mean=prep["obs_mean_train"],
+        scales=prep.get("scales"),
+        periodic=bool(prep.get("periodic", False)),
+        extra=_members(ctx),
+    )
+
+
 # ----- stages ------------------------------------------------------------------------------
 def _simulate(ctx: StageContext) -> None:
     from geodl.tasks.simulate import qg_dataset
@@ -208,14 +206,25 @@ def _simulate(ctx: StageContext) -> None:
         nx=s.nx,
         days=s.days,
         spinup_days=s.spinup_days,
+        members=s.members,
         seed=s.seed,
         variables=("ssh",),
         threads=s.threads,
     )
-    ds.to_netcdf(ctx.output("truth.nc"))
+    if s.members > 1:
+        ds.isel(member=0, drop=True).to_netcdf(ctx.output("truth.nc"))
+        ds.isel(member=slice(1, None)).to_netcdf(ctx.output("members.nc"))
+    else:
+        ds.to_netcdf(ctx.output("truth.nc"))
 
 
-def _observe(ctx: StageContext, truth: xr.DataArray, axes: tuple[str, str, str]) -> np.ndarray:
+def _observe(
+    ctx: StageContext,
+    truth: xr.DataArray,
+    axes: tuple[str, str, str],
+    noise_std: float,
+    seed: int | None = None,
+) -> np.ndarray:
     """Gridded observations ``(time, y, x)`` of ``truth`` according to ``obs``."""
     from geodl.obs import Grid, observe_clouds, observe_nadir, observe_swath
 
@@ -224,7 +233,7 @@ def _observe(ctx: StageContext, truth: xr.DataArray, axes: tuple[str, str, str])
     y_km, x_km, _ = grid_km(truth, y_dim, x_dim)
     grid = Grid(time=_days(truth[t_dim].values), y=y_km, x=x_km)
     field = truth.transpose(t_dim, y_dim, x_dim).values
-    common = {"noise_std": o.noise_std, "seed": o.seed}
+    common = {"noise_std": noise_std, "seed": o.seed if seed is None else seed}
     orbits = {
         "n_satellites": o.n_satellites,
         "repeat_days": o.repeat_days,
@@ -310,36 +319,63 @@ def _obs_from_file(
     return binned.astype(np.float32)
 
 
+def _obs_dataset(
+    obs: np.ndarray, like: xr.DataArray, var: str, kind: str, source: str
+) -> xr.Dataset:
+    da = xr.DataArray(
+        obs,
+        dims=like.dims,
+        coords={d: like[d] for d in like.dims},
+        attrs={
+            "long_name": f"observations of {var} ({kind}), NaN where unobserved",
+            "units": like.attrs.get("units", ""),
+        },
+    )
+    return xr.Dataset({f"{var}_obs": da}, attrs={"Conventions": "CF-1.8", "source": source})
+
+
 def _prepare(ctx: StageContext) -> None:
+    from geodl.baselines import estimate_scales
     from geodl.data import compute_stats
 
     cfg = ctx.cfg
     var = cfg.data.variable
     src = GriddedSource(_truth_path(ctx), target=var, land_mask=cfg.data.land_mask)
     t_dim, y_dim, x_dim = src.dims
-    truth = src.variable(var, dask=False).load()
+    truth = src.variable(var, dask=False).load().transpose(t_dim, y_dim, x_dim)
     if not np.isfinite(truth.values).any():
         raise DataError(
             f"truth variable '{var}' in {_truth_path(ctx)} is NaN everywhere; check data.variable "
             "or the file's _FillValue"
         )
-    obs = _observe(ctx, truth, src.dims)
+    noise_std = cfg.obs.noise_std
+    if cfg.obs.noise_fraction is not None:
+        noise_std = cfg.obs.noise_fraction * float(np.nanstd(truth.values))
+    obs = _observe(ctx, truth, src.dims, noise_std)
     if not np.isfinite(obs).any():
         raise DataError(f"no observation at all of '{var}' (obs.kind {cfg.obs.kind})")
-    coords = {d: truth[d] for d in (t_dim, y_dim, x_dim)}
-    obs_da = xr.DataArray(
-        obs,
-        dims=(t_dim, y_dim, x_dim),
-        coords=coords,
-        attrs={
-            "long_name": f"observations of {var} ({cfg.obs.kind}), NaN where unobserved",
-            "units": truth.attrs.get("units", ""),
-        },
-    )
-    xr.Dataset(
-        {f"{var}_obs": obs_da},
-        attrs={"Conventions": "CF-1.8", "source": f"geodl obs: {cfg.obs.model_dump_json()}"},
-    ).to_netcdf(ctx.output("obs.nc"))
+    source = f"geodl obs: {cfg.obs.model_dump_json()}"
+    _obs_dataset(obs, truth, var, cfg.obs.kind, source).to_netcdf(ctx.output("obs.nc"))
+    if cfg.data.path is None and cfg.simulate.members > 1:
+        # every extra realisation observed by the same satellites, with its own noise draw
+        with xr.open_dataset(ctx.input("members.nc")) as mds:
+            members = mds[var].load()
+        made = np.stack(
+            [
+                _observe(
+                    ctx,
+                    members.isel(member=k, drop=True),
+                    src.dims,
+                    noise_std,
+                    cfg.obs.seed + 1 + k,
+                )
+                for k in range(members.sizes["member"])
+            ]
+        )
+        obs_m = xr.DataArray(made, dims=members.dims, coords=members.coords)
+        xr.Dataset({f"{var}_obs": obs_m}, attrs={"source": source}).to_netcdf(
+            ctx.output("obs_members.nc")
+        )
 
     times = truth[t_dim].values
     splits = make_splits(times, _split_labels(cfg.split, times), window=cfg.patch.time)
@@ -360,14 +396,39 @@ def _prepare(ctx: StageContext) -> None:
     obs_std = float(np.nanstd(train_obs))
     warnings = []
     # the observations' variance is signal + noise: noise above half of it means a negative SNR
-    if cfg.obs.kind != "file" and cfg.obs.noise_std > obs_std / math.sqrt(2):
+    if cfg.obs.kind != "file" and noise_std > obs_std / math.sqrt(2):
         msg = (
-            f"obs.noise_std {cfg.obs.noise_std:g} exceeds the std of the signal it observes "
+            f"obs.noise_std {noise_std:g} exceeds the std of the signal it observes "
             f"(observations' std {obs_std:.3g}): the observations are mostly noise"
         )
         log.warning(msg)
         warnings.append(msg)
     y_km, x_km, kind = grid_km(truth, y_dim, x_dim)
+    periodic = cfg.data.path is None  # the embedded QG twin is doubly periodic
+    period = (
+        tuple(float(np.diff(c).mean() * len(c)) for c in (y_km, x_km)) if periodic else (None, None)
+    )
+    scales = None
+    for min_pairs in (100, 10):  # fewer pairs per separation only where data are that sparse
+        try:
+            scales = estimate_scales(
+                torch.from_numpy(train_obs.astype(np.float64)),
+                torch.from_numpy(_days(times[splits["train"].start : splits["train"].stop])),
+                torch.from_numpy(y_km),
+                torch.from_numpy(x_km),
+                noise_std=noise_std,
+                period=period,
+                min_pairs=min_pairs,
+            )
+            break
+        except UserInputError as exc:
+            reason = str(exc)
+    if scales is None:
+        msg = f"no correlation scales from the training observations ({reason})"
+        log.warning(msg)
+        warnings.append(msg)
+    else:
+        log.info("training observations' correlation scales: %s", scales)
     prep = {
         "variable": var,
         "dims": [t_dim, y_dim, x_dim],
@@ -376,7 +437,10 @@ def _prepare(ctx: StageContext) -> None:
         "normalizer": stats,
         "coverage": coverage,
         "obs_std_train": obs_std,
+        "noise_std": noise_std,
         "obs_mean_train": float(np.nanmean(train_obs)),
+        "scales": scales,
+        "periodic": periodic,
         "grid": {
             "kind": kind,
             "dy_km": float(np.diff(y_km).mean()),
@@ -401,185 +465,21 @@ def _split_labels(split: SplitSection, times: np.ndarray) -> dict[str, tuple[Any
     return out
 
 
-def mapping_loss(
-    weights: dict[str, float], *, mask_swap: float = 0.0, noise_std: float = 0.0
-) -> Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]:
-    """Loss function for :class:`~geodl.training.TaskModule` on mapping batches.
-
-    ``weights`` maps term names (``mse``, ``grad``, ``nll``) to weights from the config. With
-    probability ``mask_swap`` a training batch gets the observation masks of other windows
-    (rolled along the batch) applied to its own truth plus noise of ``noise_std`` (normalised units):
-    new observing patterns for the same fields, the 4DVarNet augmentation.
-    """
-    from geodl import losses
-
-    unknown = sorted(set(weights) - set(LOSS_TERMS))
-    if unknown or not weights:
-        raise ConfigError(f"loss terms {unknown or '{}'} invalid; choose from {list(LOSS_TERMS)}")
-
-    def loss_fn(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        obs, mask = batch.obs, batch.obs_mask
-        if (
-            model.training
-            and mask_swap > 0
-            and batch.batch_size > 1
-            and (torch.rand(()) < mask_swap)
-        ):
-            mask = torch.roll(batch.obs_mask, 1, 0) & batch.target_mask
-            noisy = batch.target + noise_std * torch.randn_like(batch.target)
-            obs = torch.where(mask, noisy, torch.zeros_like(noisy))
-        out = model(obs, mask.to(obs.dtype))
-        tm = batch.target_mask
-        terms: dict[str, torch.Tensor] = {}
-        if "mse" in weights:
-            terms["mse"] = losses.mse(out.mean, batch.target, mask=tm)
-        if "grad" in weights:
-            terms["grad"] = losses.gradient_loss(out.mean, batch.target, mask=tm)
-        if "nll" in weights:
-            if out.log_var is None:
-                raise ConfigError(
-                    "loss term 'nll' needs a model that predicts a variance (dincae, or "
-                    "fourdvarnet with model.variance: true)"
-                )
-            terms["nll"] = losses.gaussian_nll(out.mean, batch.target, log_var=out.log_var, mask=tm)
-        terms["loss"] = sum(weights[k] * terms[k] for k in weights)
-        if "mse" not in terms:
-            with torch.no_grad():
-                terms["mse"] = losses.mse(out.mean, batch.target, mask=tm)
-        return terms
-
-    return loss_fn
-
-
-def _patch(p: PatchSection) -> tuple[dict[str, int], dict[str, int]]:
-    size = {"time": p.time, "y": p.y, "x": p.x}
-    stride = {"time": p.stride_time, "y": p.stride_y or p.y, "x": p.stride_x or p.x}
-    return size, stride
-
-
-def train_model(
-    method: str,
-    source: GriddedSource,
-    splits: dict[str, tuple[int, int]],
-    normalizer: dict[str, Any],
-    *,
-    patch: PatchSection,
-    section: LearnedSection,
-    noise_std: float,
-    ckpt_dir: Path,
-    log_dir: Path,
-    key: str,
-    metadata: dict[str, Any],
-) -> tuple[torch.nn.Module, Path]:
-    """Train one learned mapping method on the ``train`` split (validated on ``val``).
-
-    ``noise_std`` is the observation noise in the target's units (used by mask-swap augmentation).
-    Returns the trained model and its checkpoint (averaged, else best on validation, else last).
-    """
-    from geodl.models import build_model
-
-    size, stride = _patch(patch)
-    norm = Normalizer(normalizer)
-    data = {
-        name: PatchDataset(
-            source,
-            size,
-            stride,
-            split=tuple(splits[name]),
-            normalizer=norm,
-            max_land_fraction=patch.max_land_fraction,
-        )
-        for name in ("train", "val")
-    }
-    for name, ds in data.items():
-        if len(ds) == 0:
-            raise DataError(f"split '{name}' has no usable patch of size {size}")
-    var = source.target[0]
-    model = build_model(method, in_channels=1, n_times=patch.time, **section.model)
-    times = source.times
-
-    def describe(batch: Any) -> str:
-        i0, i1 = int(batch.time_index.min()), int(batch.time_index.max()) + patch.time - 1
-        return f"batch times {times[i0]} .. {times[min(i1, len(times) - 1)]}"
-
-    module = TaskModule(
-        model,
-        mapping_loss(
-            section.loss,
-            mask_swap=section.mask_swap,
-            noise_std=noise_std / normalizer["variables"][var]["std"],
-        ),
-        section.train,
-        describe_batch=describe,
-        metadata={**metadata, "method": method, "normalizer": normalizer},
-    )
-    result = fit(
-        module,
-        data["train"],
-        data["val"],
-        section.train,
-        ckpt_dir=ckpt_dir,
-        log_dir=log_dir,
-        key=key,
-        collate_fn=collate,
-    )
-    best = result.averaged_path or result.best_path or result.last_path
-    log.info("%s trained: %d epochs, best val %s", method, result.epochs, result.best_score)
-    return load_model_weights(model, load_checkpoint(best)).eval(), best
-
-
-def reconstruct_learned(
-    model: torch.nn.Module,
-    source: GriddedSource,
-    split: tuple[int, int],
-    normalizer: dict[str, Any],
-    patch: PatchSection,
-    *,
-    batch_size: int = 8,
-) -> tuple[xr.DataArray, xr.DataArray | None]:
-    """Mean (and std, for models with a variance head) over the time range ``split``, stitched
-    from overlapping patches in the source's units."""
-    var = source.target[0]
-    size, stride = _patch(patch)
-    norm = Normalizer(normalizer)
-    data = PatchDataset(source, size, stride, split=split, normalizer=norm)
-    means, stds, starts = [], [], []
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    model = model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
-            means.append(out.mean)
-            if out.log_var is not None:
-                stds.append(torch.exp(0.5 * out.log_var))
-            starts.append(batch.starts)
-    start = torch.cat(starts)
-    mean = stitch(torch.cat(means), start, source, names=[var], normalizer=norm)[var]
-    std = None
-    if stds:
-        scale = float(normalizer["variables"][var]["std"])
-        std = stitch(torch.cat(stds), start, source, names=[var])[var] * scale
-    return mean, std
+def _artifact(method: str) -> str:
+    return f"models/{method}{METHODS[method].artifact}"
 
 
 def _train_stage(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
-        cfg = ctx.cfg
-        prep = _prep(ctx)
-        _, best = train_model(
-            method,
-            _source(ctx),
-            prep["splits"],
-            prep["normalizer"],
-            patch=cfg.patch,
-            section=getattr(cfg, method),
-            noise_std=cfg.obs.noise_std,
-            ckpt_dir=ctx.run_dir / "checkpoints" / method,
-            log_dir=ctx.run_dir / "logs" / method,
+        cfg, prep = ctx.cfg, _prep(ctx)
+        METHODS[method].fit(
+            getattr(cfg, method),
+            _data(ctx),
+            ctx.output(_artifact(method)),
+            work_dir=ctx.run_dir,
             key=ctx.key,
             metadata={"config": cfg.model_dump(mode="json"), "grid": prep["grid"]},
         )
-        shutil.copyfile(best, ctx.output(f"models/{method}.ckpt"))
 
     return run
 
@@ -588,7 +488,7 @@ def _write_prediction(
     ctx: StageContext, method: str, mean: xr.DataArray, std: xr.DataArray | None
 ) -> None:
     var = ctx.cfg.data.variable
-    units = mean.attrs.get("units", "")
+    units = _prep(ctx)["units"]
     out = {
         var: mean.assign_attrs(long_name=f"{var} reconstructed by {method}", units=units),
     }
@@ -606,96 +506,12 @@ def _write_prediction(
     ).to_netcdf(ctx.output(f"predictions/{method}.nc"))
 
 
-def reconstruct_oi(
-    obs: xr.DataArray,
-    dims: tuple[str, str, str],
-    oi: OISection,
-    *,
-    noise_std: float,
-    signal_std: float,
-    mean: float,
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Optimal interpolation of gridded observations ``obs`` (NaN where unobserved)."""
-    from geodl.baselines import OIParams, optimal_interpolation
-
-    t_dim, y_dim, x_dim = dims
-    obs = obs.transpose(t_dim, y_dim, x_dim)
-    y_km, x_km, _ = grid_km(obs, y_dim, x_dim)
-    params = OIParams(
-        lx=oi.lx_km,
-        ly=oi.ly_km,
-        lt=oi.lt_days,
-        signal_std=oi.signal_std or signal_std,
-        # a floor keeps the system well conditioned when observations are given as exact
-        noise_std=oi.noise_std or max(noise_std, 1e-3 * (oi.signal_std or signal_std)),
-    )
-    m, s = optimal_interpolation(
-        torch.from_numpy(obs.values.astype(np.float64)),
-        torch.from_numpy(_days(obs[t_dim].values)),
-        torch.from_numpy(y_km),
-        torch.from_numpy(x_km),
-        params,
-        tile=(oi.tile_time, oi.tile_space, oi.tile_space),
-        max_obs=oi.max_obs,
-        mean=mean,
-    )
-    attrs = {"units": obs.attrs.get("units", "")}
-    return (
-        xr.DataArray(m.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords, attrs=attrs),
-        xr.DataArray(s.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords, attrs=attrs),
-    )
-
-
-def _signal_std(obs_std: float, noise_std: float) -> float:
-    """Signal std from the observations' spread minus the noise variance."""
-    return math.sqrt(max(obs_std**2 - noise_std**2, 1e-12))
-
-
-def _predict_oi(ctx: StageContext) -> None:
-    cfg, prep = ctx.cfg, _prep(ctx)
-    var = cfg.data.variable
-    t_dim = prep["dims"][0]
-    a, b = prep["splits"]["test"]
-    with xr.open_dataset(ctx.input("obs.nc")) as ds:
-        obs = ds[f"{var}_obs"].isel({t_dim: slice(a, b)}).load()
-    m, s = reconstruct_oi(
-        obs,
-        tuple(prep["dims"]),
-        cfg.oi,
-        noise_std=cfg.obs.noise_std,
-        signal_std=_signal_std(prep["obs_std_train"], cfg.obs.noise_std),
-        mean=prep["obs_mean_train"],
-    )
-    land = _land(ctx)
-    m.attrs["units"] = s.attrs["units"] = prep["units"]
-    _write_prediction(ctx, "oi", m.where(~land), s.where(~land))
-
-
-def _land(ctx: StageContext) -> xr.DataArray:
-    """True where the truth is NaN at every time (land)."""
-    var, (t_dim, _, _) = ctx.cfg.data.variable, _prep(ctx)["dims"]
-    with xr.open_dataset(_truth_path(ctx)) as ds:
-        return ds[var].isnull().all(t_dim).load()
-
-
-def _predict_learned(method: str) -> Callable[[StageContext], None]:
+def _predict_stage(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
-        from geodl.models import build_model
-
-        cfg, prep = ctx.cfg, _prep(ctx)
-        ckpt = load_checkpoint(ctx.input(f"models/{method}.ckpt"))
-        model = build_model(
-            method, in_channels=1, n_times=cfg.patch.time, **getattr(cfg, method).model
+        data = _data(ctx)
+        mean, std = METHODS[method].reconstruct(
+            getattr(ctx.cfg, method), data, ctx.input(_artifact(method)), data.splits["test"]
         )
-        model = load_model_weights(model, ckpt)
-        mean, std = reconstruct_learned(
-            model,
-            _source(ctx),
-            tuple(prep["splits"]["test"]),
-            ckpt["geodl"]["normalizer"],
-            cfg.patch,
-        )
-        mean.attrs["units"] = prep["units"]
         _write_prediction(ctx, method, mean, std)
 
     return run
@@ -711,26 +527,38 @@ def _evaluate(ctx: StageContext) -> None:
     with xr.open_dataset(_truth_path(ctx)) as ds:
         truth = ds[var].isel({t_dim: slice(a, b)}).load()
     dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
-    grid = _grid_spacing(truth, prep)
+    grid = {
+        "dx": prep["grid"]["dx_km"] if prep["grid"]["kind"] == "projected" else None,
+        "dt": None,
+    }
     results = {}
     for method in cfg.methods:
         with xr.open_dataset(ctx.input(f"predictions/{method}.nc")) as ds:
             pred = ds[var].load().reindex_like(truth)
             std = ds[f"{var}_std"].load().reindex_like(truth) if f"{var}_std" in ds else None
         results[method] = score(pred, truth, std=std, **grid, **dims)
-        ctx.log.info("%s: %s", method, results[method])
+    if "oi" in results:
+        # the comparison that matters: every other method against the tuned OI of this run
+        ref = results["oi"]
+        for method, r in results.items():
+            if method != "oi":
+                r["rmse_ratio_oi"] = r["rmse"] / ref["rmse"]
+                r["lambda_x_ratio_oi"] = r["lambda_x"] / ref["lambda_x"]
+                r["mu_gain_oi"] = r["mu"] - ref["mu"]
+    for method, r in results.items():
+        ctx.log.info("%s: %s", method, r)
     units = score_units(truth, **grid, **dims)
     if prep["grid"]["kind"] == "projected":
         units["lambda_x"] = "km"
-    metrics = {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
+    metrics: dict[str, Any] = {
+        "task": "mapping",
+        "methods": results,
+        "units": units,
+        "test_period": [a, b],
+    }
+    if "oi" in cfg.methods:
+        metrics["oi_tuning"] = json.loads(ctx.input(_artifact("oi")).read_text())
     ctx.output("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
-
-def _grid_spacing(truth: xr.DataArray, prep: dict[str, Any]) -> dict[str, float | None]:
-    """Spacings given to the metrics: km for projected grids, the grid's own degrees otherwise."""
-    if prep["grid"]["kind"] == "projected":
-        return {"dx": prep["grid"]["dx_km"], "dt": None}
-    return {"dx": None, "dt": None}
 
 
 def _report(ctx: StageContext) -> None:
@@ -744,57 +572,57 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
     base: tuple[str, ...] = ()
     inputs = ("data", "obs", "split", "patch")
     if cfg.data.path is None:
-        stages.append(Stage("simulate", _simulate, sections=("simulate",), outputs=("truth.nc",)))
+        outputs = ("truth.nc", "members.nc") if cfg.simulate.members > 1 else ("truth.nc",)
+        stages.append(Stage("simulate", _simulate, sections=("simulate",), outputs=outputs))
         base = ("simulate",)
 
     def external_obs(c: Any) -> list[Path]:
         paths = [Path(c.data.path)] if c.data.path else []
         return paths + ([Path(c.obs.path)] if c.obs.kind == "file" and c.obs.path else [])
 
+    members = cfg.data.path is None and cfg.simulate.members > 1
     stages.append(
         Stage(
             "prepare",
             _prepare,
             sections=inputs,
             needs=base,
-            outputs=("obs.nc", "prepare.json"),
+            outputs=("obs.nc", "prepare.json", *(("obs_members.nc",) if members else ())),
             external_inputs=external_obs,
         )
     )
     prep_needs = (*base, "prepare")
     for method in cfg.methods:
-        if method in LEARNED:
-            stages.append(
-                Stage(
-                    f"train_{method}",
-                    _train_stage(method),
-                    sections=(method,),
-                    needs=prep_needs,
-                    outputs=(f"models/{method}.ckpt",),
-                )
+        stages.append(
+            Stage(
+                f"train_{method}",
+                _train_stage(method),
+                sections=(method,),
+                needs=prep_needs,
+                outputs=(_artifact(method),),
             )
+        )
     for method in cfg.methods:
-        learned = method in LEARNED
         stages.append(
             Stage(
                 f"predict_{method}",
-                _predict_learned(method) if learned else _predict_oi,
-                sections=(method,) if not learned else (),
-                needs=(*prep_needs, f"train_{method}") if learned else prep_needs,
+                _predict_stage(method),
+                sections=(),
+                needs=(*prep_needs, f"train_{method}"),
                 outputs=(f"predictions/{method}.nc",),
             )
         )
     predicted = tuple(f"predict_{m}" for m in cfg.methods)
+    trained = tuple(f"train_{m}" for m in cfg.methods)
     stages.append(
         Stage(
             "evaluate",
             _evaluate,
             sections=("methods",),
-            needs=(*prep_needs, *predicted),
+            needs=(*prep_needs, *trained, *predicted),
             outputs=("metrics.json",),
         )
     )
-    trained = tuple(f"train_{m}" for m in cfg.methods if m in LEARNED)
     stages.append(
         Stage(
             "report",
@@ -807,4 +635,9 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-EXPERIMENT = register(Experiment(task="mapping", schema=MappingConfig, stage_factory=_stages))
+def experiment() -> Experiment:
+    """The mapping experiment over the methods registered now (see :mod:`geodl.methods.mapping`)."""
+    return Experiment(task="mapping", schema=build_schema(), stage_factory=_stages)
+
+
+EXPERIMENT = register(experiment())

@@ -1,9 +1,16 @@
+import json
 import math
 
 import pytest
 import torch
 
-from geodl.baselines import OIParams, optimal_interpolation, optimal_interpolation_dense
+from geodl.baselines import (
+    OIParams,
+    estimate_scales,
+    optimal_interpolation,
+    optimal_interpolation_dense,
+    tune_oi,
+)
 from geodl.errors import UserInputError
 
 P = OIParams(lx=3.0, ly=4.0, lt=2.0, signal_std=1.5, noise_std=0.2)
@@ -90,3 +97,241 @@ def test_max_obs_bounds_the_system_and_stays_accurate():
     assert torch.isfinite(capped).all()
     rmse = lambda a: float((a - truth).pow(2).mean().sqrt())  # noqa: E731
     assert rmse(capped) < 1.1 * rmse(full)
+
+
+# --- periodic domains -------------------------------------------------------------------------
+
+
+def _dense_on_grid(obs, t, y, x, params, mean, **kwargs):
+    ok = torch.isfinite(obs)
+    it, iy, ix = ok.nonzero(as_tuple=True)
+    pts = torch.stack((t[it], y[iy], x[ix]), -1)
+    grid = torch.cartesian_prod(t, y, x)
+    m, s = optimal_interpolation_dense(pts, obs[ok] - mean, grid, params, **kwargs)
+    return m.reshape(obs.shape) + mean, None if s is None else s.reshape(obs.shape)
+
+
+def test_periodic_local_equals_dense_when_tiles_see_everything():
+    # scales of a quarter of the domain: the covariance needs the periodic images
+    obs, t, y, x, _ = _problem(seed=4, shape=(6, 12, 10))
+    period = (12.0, 10.0)
+    mean, std = optimal_interpolation(
+        obs, t, y, x, P, tile=(2, 5, 4), cutoff=1e6, max_obs=10**6, period=period
+    )
+    bg = float(obs[torch.isfinite(obs)].mean())
+    m_ref, s_ref = _dense_on_grid(obs, t, y, x, P, bg, period=period)
+    torch.testing.assert_close(mean, m_ref, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(std, s_ref, rtol=1e-7, atol=1e-8)
+    plain, _ = optimal_interpolation(obs, t, y, x, P, tile=(2, 5, 4), cutoff=1e6, max_obs=10**6)
+    assert (plain - mean).abs().max() > 1e-2  # the period changes the analysis
+
+
+def test_periodic_local_cutoff_is_close_to_dense_and_shift_equivariant():
+    obs, t, y, x, _ = _problem(seed=5, shape=(6, 24, 24))
+    p = OIParams(lx=2.0, ly=2.0, lt=2.0, signal_std=1.5, noise_std=0.2)
+    kw = {"tile": (2, 6, 6), "cutoff": 4.0, "period": (24.0, 24.0), "mean": 0.5}
+    local, _ = optimal_interpolation(obs, t, y, x, p, **kw)
+    m_ref, _ = _dense_on_grid(obs, t, y, x, p, 0.5, period=kw["period"])
+    # the truncation error of the local solves (1.5e-2 at cutoff 3, 4e-3 at 4 without period);
+    # tiles that missed the observations across the boundary would be off by ~0.3
+    assert (local - m_ref).abs().max() < 1e-2
+    # a cyclic shift of the observations by whole tiles shifts the analysis: every tile sees
+    # the same observations across the boundary as inside
+    rolled, _ = optimal_interpolation(obs.roll((6, 12), (1, 2)), t, y, x, p, **kw)
+    torch.testing.assert_close(rolled, local.roll((6, 12), (1, 2)), rtol=0, atol=1e-9)
+
+
+def test_observation_near_x0_influences_x_near_l_only_with_period():
+    obs = torch.full((1, 8, 32), float("nan"), dtype=torch.float64)
+    obs[0, 4, 0] = 1.0
+    t, y, x = torch.zeros(1), torch.arange(8.0), torch.arange(32.0)
+    p = OIParams(lx=2.0, ly=2.0, lt=1.0, signal_std=1.0, noise_std=0.1)
+    kw = {"tile": (1, 8, 8), "mean": 0.0}  # the tile x in [24, 31] must find the obs at x = 0
+    wrapped, std = optimal_interpolation(obs, t, y, x, p, period=(None, 32.0), **kw)
+    bounded, std0 = optimal_interpolation(obs, t, y, x, p, **kw)
+    expected = math.exp(-1 / 4) / (1 + 0.1**2)  # one cell away across the boundary
+    assert wrapped[0, 4, 31] == pytest.approx(expected, rel=1e-9)
+    assert wrapped[0, 4, 31] == pytest.approx(float(wrapped[0, 4, 1]), rel=1e-9)
+    assert std[0, 4, 31] < 0.9 and std0[0, 4, 31] == pytest.approx(1.0)
+    assert bounded[0, 4, 31] == 0.0 and bounded[0, 4, 1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_periodic_covariance_stays_positive_definite_for_long_scales():
+    # every cell of a ring observed, scale a third of the ring: exp(-wrap(d)^2 / L^2) alone is
+    # not positive definite there and the Cholesky fails
+    x = torch.arange(32.0, dtype=torch.float64)
+    pts = torch.stack((torch.zeros(32), torch.zeros(32), x), -1).double()
+    p = OIParams(lx=10.0, ly=1.0, lt=1.0, signal_std=1.0, noise_std=1e-3)
+    values = torch.sin(2 * math.pi * x / 32)
+    mean, std = optimal_interpolation_dense(pts, values, pts, p, period=(None, 32.0))
+    torch.testing.assert_close(mean, values, atol=1e-4, rtol=0)
+    # the analysis commutes with a cyclic shift of the observations
+    shifted, _ = optimal_interpolation_dense(pts, values.roll(5), pts, p, period=(None, 32.0))
+    torch.testing.assert_close(shifted, mean.roll(5), atol=1e-9, rtol=0)
+
+
+# --- mean-only fast path and analysis times ----------------------------------------------------
+
+
+def test_times_subset_and_mean_only_match_the_full_analysis():
+    obs, t, y, x, _ = _problem(seed=6)
+    kw = {"tile": (2, 5, 4), "cutoff": 1e6, "max_obs": 10**6}
+    full_mean, full_std = optimal_interpolation(obs, t, y, x, P, **kw)
+    times = torch.tensor([4, 1, 3])
+    mean, std = optimal_interpolation(obs, t, y, x, P, times=times, **kw)
+    fast, none = optimal_interpolation(obs, t, y, x, P, times=times, return_std=False, **kw)
+    assert none is None
+    keep = torch.tensor([1, 3, 4])
+    skip = torch.tensor([0, 2, 5])
+    torch.testing.assert_close(mean[keep], full_mean[keep], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(std[keep], full_std[keep], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fast, mean, rtol=0, atol=1e-12, equal_nan=True)
+    assert mean[skip].isnan().all() and std[skip].isnan().all()
+    m_dense, s_dense = _dense_on_grid(obs, t, y, x, P, 0.0, return_std=False)
+    assert s_dense is None and m_dense.shape == obs.shape
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"period": (10.0,)}, "period must be a pair"),
+        ({"period": (None, -1.0)}, "period along x must be None or a length > 0"),
+        ({"period": (2.0, None)}, r"period along y \(2.0\) must exceed the extent"),
+        ({"times": torch.tensor([0.5])}, "integer time indices"),
+        ({"times": torch.tensor([], dtype=torch.long)}, "times is empty"),
+        ({"times": torch.tensor([0, 2])}, r"times must lie in 0..1"),
+    ],
+)
+def test_bad_period_and_times(kwargs, pattern):
+    obs = torch.zeros(2, 3, 3)
+    with pytest.raises(UserInputError, match=pattern):
+        optimal_interpolation(
+            obs, torch.arange(2.0), torch.arange(3.0), torch.arange(3.0), P, **kwargs
+        )
+
+
+# --- scale estimation and tuning -----------------------------------------------------------------
+
+
+def _gaussian_field(shape, lt, lx, *, noise, frac=0.1, seed=0):
+    """Periodic Gaussian random field of correlation exp(-dt^2/lt^2 - dr^2/lx^2), unit variance,
+    observed with white noise at a random ``frac`` of the cells (grid spacing 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    white = torch.randn(shape, generator=gen, dtype=torch.float64)
+    kt, ky, kx = torch.meshgrid(
+        *(2 * math.pi * torch.fft.fftfreq(n, dtype=torch.float64) for n in shape), indexing="ij"
+    )
+    # a Gaussian kernel of std s gives the correlation exp(-d^2 / (4 s^2)): s = L / 2
+    kernel = torch.exp(-0.5 * (kt**2 * (lt / 2) ** 2 + (ky**2 + kx**2) * (lx / 2) ** 2))
+    truth = torch.fft.ifftn(torch.fft.fftn(white) * kernel).real
+    truth = truth / truth.std()
+    seen = torch.rand(shape, generator=gen) < frac
+    noisy = truth + noise * torch.randn(shape, generator=gen, dtype=torch.float64)
+    obs = torch.where(seen, noisy, math.nan)
+    t, y, x = (torch.arange(n, dtype=torch.float64) for n in shape)
+    return obs, truth, t, y, x
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_estimate_scales_recovers_known_scales(periodic):
+    obs, _, t, y, x = _gaussian_field((40, 32, 32), lt=3.0, lx=5.0, noise=0.1)
+    period = (32.0, 32.0) if periodic else (None, None)
+    s = estimate_scales(obs, t, y, x, noise_std=0.1, period=period)
+    assert s["lx"] == pytest.approx(5.0, rel=0.2)
+    assert s["lt"] == pytest.approx(3.0, rel=0.2)
+    assert s["signal_std"] == pytest.approx(1.0, rel=0.1)
+    assert not s["lx_bounded"] and not s["lt_bounded"]
+    assert json.loads(json.dumps(s)) == s
+
+
+def test_estimate_scales_flags_a_scale_beyond_the_lags():
+    obs, _, t, y, x = _gaussian_field((40, 32, 32), lt=3.0, lx=5.0, noise=0.0)
+    frozen = obs[:1].expand(40, 32, 32).clone()  # the same field at every time: lt = infinity
+    frozen[torch.rand(frozen.shape, generator=torch.Generator().manual_seed(1)) > 0.3] = math.nan
+    s = estimate_scales(frozen, t, y, x, noise_std=0.0)
+    assert s["lt_bounded"] and not s["lx_bounded"]
+    assert 20.0 <= s["lt"] <= 39.0  # the largest lag with enough pairs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"noise_std": 5.0}, "does not exceed the noise variance"),
+        ({"t": torch.tensor([0.0, 1.0, 3.0])}, "regular t coordinate"),
+        ({"period": (5.0, None)}, r"period along y \(5.0\) must equal the grid length"),
+        ({"min_pairs": 10**6}, "no spatial separation has 1000000 pairs"),
+    ],
+)
+def test_estimate_scales_bad_input(kwargs, pattern):
+    obs = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    args = {"t": torch.arange(3.0), "y": torch.arange(4.0), "x": torch.arange(4.0)}
+    args.update({k: kwargs.pop(k) for k in list(kwargs) if k in args})
+    kwargs.setdefault("noise_std", 0.1)
+    with pytest.raises(UserInputError, match=pattern):
+        estimate_scales(obs, args["t"], args["y"], args["x"], **kwargs)
+
+
+def _tuning_problem():
+    obs, truth, t, y, x = _gaussian_field((30, 32, 32), lt=3.0, lx=5.0, noise=0.1)
+    truth = truth.clone()
+    truth[:, :4, :6] = math.nan  # land: not scored
+    kw = {"signal_std": 1.0, "noise_std": 0.1, "period": (32.0, 32.0), "tile": (2, 32, 32)}
+    kw.update({"times": torch.tensor([14, 15]), "max_obs": 400})
+    return obs, truth, t, y, x, kw
+
+
+def test_tune_oi_picks_the_known_scales():
+    obs, truth, t, y, x, kw = _tuning_problem()
+    r = math.sqrt(2)
+    res = tune_oi(obs, truth, t, y, x, lx=[5 / r, 5, 5 * r], lt=[3 / r, 3, 3 * r], **kw)
+    assert res.params.lx == pytest.approx(5.0, rel=r - 1 + 1e-9)  # within one grid step
+    assert res.params.lt == pytest.approx(3.0, rel=r - 1 + 1e-9)
+    assert res.params.ly == res.params.lx and res.params.noise_std == 0.1
+    assert not res.on_edge
+    rmses = [point["rmse"] for point in res.grid]
+    assert res.rmse == min(rmses) and len(res.grid) >= 9
+    assert res.grid == sorted(res.grid, key=lambda p: (p["lx"], p["lt"], p["noise_std"]))
+    # the tuned OI beats the prior guess of 1.4 x the scales
+    assert res.rmse < next(p["rmse"] for p in res.grid if p["lx"] > 7 and p["lt"] > 4)
+
+
+def test_tune_oi_expands_a_grid_below_the_optimum():
+    obs, truth, t, y, x, kw = _tuning_problem()
+    r = math.sqrt(2)
+    low = [5 / r**3, 5 / r**2]  # the optimum (5) lies two steps above the grid
+    res = tune_oi(obs, truth, t, y, x, lx=low, lt=[3.0], expand=3, **kw)
+    assert not res.on_edge
+    assert res.params.lx == pytest.approx(5.0)
+    assert sorted({p["lx"] for p in res.grid}) == pytest.approx([5 * r**k for k in range(-3, 2)])
+    stuck = tune_oi(obs, truth, t, y, x, lx=low, lt=[3.0], expand=0, **kw)
+    assert stuck.on_edge and stuck.params.lx == pytest.approx(low[-1])
+    content = json.loads(json.dumps(res.to_dict()))
+    assert content["params"]["lx"] == res.params.lx and content["on_edge"] is False
+    assert len(content["grid"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"truth": torch.zeros(2, 3, 4)}, "truth has shape"),
+        ({"lx": []}, "lx must hold at least one finite value > 0"),
+        ({"lt": [1.0, -2.0]}, "lt must hold at least one finite value > 0"),
+        ({"expand": -1}, "expand must be an integer >= 0"),
+        ({"truth": torch.full((2, 3, 3), math.nan)}, "truth has no finite value"),
+    ],
+)
+def test_tune_oi_bad_input(kwargs, pattern):
+    obs = torch.zeros(2, 3, 3)
+    args = {"truth": torch.zeros(2, 3, 3), "lx": [1.0], "lt": [1.0]} | kwargs
+    truth = args.pop("truth")
+    with pytest.raises(UserInputError, match=pattern):
+        tune_oi(
+            obs,
+            truth,
+            torch.arange(2.0),
+            torch.arange(3.0),
+            torch.arange(3.0),
+            signal_std=1.0,
+            noise_std=0.1,
+            **args,
+        )

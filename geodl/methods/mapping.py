@@ -1,0 +1,559 @@
+"""Mapping methods: one registry, ``name -> (config section, fit, reconstruct)``.
+
+The mapping task (:mod:`geodl.tasks.mapping`) and the Python API (:mod:`geodl.mapping`) both go
+through :data:`METHODS`; a method's defaults are stated once, in its section.
+
+Every method has the same two verbs:
+
+- ``fit(section, data, artifact, *, work_dir, key, metadata) -> dict``: learn (or tune) on
+  ``data.splits["train"]`` / ``["val"]`` and write everything :func:`reconstruct` needs into the
+  file ``artifact``; returns a JSON-able summary (for ``metrics.json``).
+- ``reconstruct(section, data, artifact, split) -> (mean, std | None)``: the complete field over
+  the time range ``split`` of ``data.source`` (its ``obs`` variable), in the target's units.
+
+How to add a method: write the two functions and a :class:`Section` for its settings, then
+``register(MappingMethod("name", Section, fit, reconstruct, learned=..., artifact=".ckpt"))``. The
+experiment schema (``geodl.tasks.mapping.build_schema``) then accepts ``methods: [name]`` and a
+section ``name:``; ``geodl.mapping.fit(..., method="name")`` works too. ``tests/test_mapping.py``
+registers a toy method this way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field, model_validator
+
+from geodl.config import Section
+from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, stitch
+from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.grid import days, grid_km
+from geodl.training import TaskModule, TrainSection, fit, load_checkpoint, load_model_weights
+
+__all__ = [
+    "METHODS",
+    "DincaeSection",
+    "FourDVarNetSection",
+    "LearnedSection",
+    "MappingData",
+    "MappingMethod",
+    "OISection",
+    "OITuneSection",
+    "PatchSection",
+    "UNetSection",
+    "get_method",
+    "mapping_loss",
+    "patch_geometry",
+    "register",
+]
+
+log = logging.getLogger("geodl.mapping")
+
+
+# ----- sections ----------------------------------------------------------------------------
+class PatchSection(Section):
+    """Space-time windows seen by the learned methods.
+
+    The spatial stride defaults to half the patch size: overlapping patches, stitched with a Hann
+    taper, leave no seams along tile edges (a stride equal to the patch size does).
+    """
+
+    time: int = Field(5, gt=0)
+    y: int = Field(64, gt=0)
+    x: int = Field(64, gt=0)
+    stride_time: int = Field(1, gt=0, description="stride of the windows at prediction")
+    train_stride_time: int | None = Field(
+        None, gt=0, description="stride of the training windows (default: stride_time)"
+    )
+    stride_y: int | None = Field(None, gt=0, description="default: y // 2 (overlapping)")
+    stride_x: int | None = Field(None, gt=0, description="default: x // 2 (overlapping)")
+    max_land_fraction: float | None = Field(None, ge=0, le=1)
+
+
+def patch_geometry(
+    p: PatchSection, *, train: bool = False
+) -> tuple[dict[str, int], dict[str, int]]:
+    """``(size, stride)`` of the patches of ``p`` (training windows with ``train=True``)."""
+    size = {"time": p.time, "y": p.y, "x": p.x}
+    st = (p.train_stride_time or p.stride_time) if train else p.stride_time
+    stride = {
+        "time": st,
+        "y": p.stride_y or max(p.y // 2, 1),
+        "x": p.stride_x or max(p.x // 2, 1),
+    }
+    return size, stride
+
+
+class OITuneSection(Section):
+    """Search of the OI scales on the validation period, chosen by validation RMSE.
+
+    Candidate scales are factors of the centre scales (``oi.lx_km`` / ``oi.lt_days`` if given,
+    else the correlation scales that ``prepare`` estimates from the training observations); a grid
+    whose best point lies on its edge is extended beyond it (``expand`` times at most), so that the
+    optimum lies inside the searched grid.
+    """
+
+    enabled: bool = True
+    lx_factors: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.5, 2.0], min_length=1
+    )
+    lt_factors: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0], min_length=1)
+    noise_factors: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1, description="of the noise std (if unknown)"
+    )
+    every_days: int = Field(3, gt=0, description="score every n-th validation day")
+    expand: int = Field(3, ge=0, description="extensions of a grid whose best point is its edge")
+    tile_space: int = Field(16, gt=0, description="search tiles (never split: a fast search)")
+
+
+class OISection(Section):
+    """Space-time optimal interpolation (:func:`geodl.baselines.optimal_interpolation`)."""
+
+    lx_km: float | None = Field(None, gt=0, description="null: tuned / estimated from the data")
+    ly_km: float | None = Field(None, gt=0, description="null: lx_km")
+    lt_days: float | None = Field(None, gt=0, description="null: tuned / estimated")
+    signal_std: float | None = Field(None, gt=0, description="default: from training obs")
+    noise_std: float | None = Field(None, gt=0, description="default: obs.noise_std")
+    periodic: bool | None = Field(None, description="periodic distances; null: twin domains")
+    tile_time: int = Field(5, gt=0)
+    tile_space: int = Field(32, gt=0)
+    max_obs: int = Field(1000, gt=0)
+    tune: OITuneSection = OITuneSection()
+
+
+class LearnedSection(Section):
+    """A learned method: model arguments, loss terms and weights, augmentation, training."""
+
+    terms: ClassVar[tuple[str, ...]] = ("mse", "grad", "nll")
+    model: dict[str, Any] = Field(default_factory=dict)
+    loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0})
+    mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
+    train: TrainSection = TrainSection()
+
+    @model_validator(mode="after")
+    def _known_terms(self) -> LearnedSection:
+        unknown = sorted(set(self.loss) - set(self.terms))
+        if unknown or not self.loss:
+            raise ValueError(
+                f"loss terms {unknown or '{}'} invalid here; choose from {list(self.terms)}"
+            )
+        return self
+
+
+class UNetSection(LearnedSection):
+    pass
+
+
+class DincaeSection(LearnedSection):
+    loss: dict[str, float] = Field(default_factory=lambda: {"nll": 1.0})
+
+
+class FourDVarNetSection(LearnedSection):
+    """4DVarNet: ``prior`` adds the prior-consistency term ||x - phi(x)||^2 (output and truth)."""
+
+    terms: ClassVar[tuple[str, ...]] = ("mse", "grad", "nll", "prior")
+    loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0, "grad": 0.1, "prior": 0.1})
+    mask_swap: float = Field(0.5, ge=0, le=1)
+
+
+# ----- data given to every method ----------------------------------------------------------
+@dataclass(frozen=True)
+class MappingData:
+    """What a mapping method sees: one validated source (``target`` and ``obs``), its splits
+    (time-index ranges), the training statistics and the grid facts ``prepare`` recorded.
+
+    ``extra`` are more training realisations (twin experiments: other QG members), each a source
+    whose whole time range is training data.
+    """
+
+    source: GriddedSource
+    splits: dict[str, tuple[int, int]]
+    normalizer: dict[str, Any]
+    patch: PatchSection
+    noise_std: float
+    obs_std: float
+    obs_mean: float
+    scales: dict[str, Any] | None = None
+    periodic: bool = False
+    extra: tuple[GriddedSource, ...] = field(default_factory=tuple)
+
+    @property
+    def variable(self) -> str:
+        return self.source.target[0]
+
+    @property
+    def signal_std(self) -> float:
+        """Signal std: the observations' spread minus the noise variance."""
+        return math.sqrt(max(self.obs_std**2 - self.noise_std**2, 1e-12))
+
+    def obs(self, split: tuple[int, int]) -> xr.DataArray:
+        """Observations ``(time, y, x)`` over ``split`` (NaN where unobserved)."""
+        t_dim = self.source.dims[0]
+        da = self.source.variable(self.source.obs[0], dask=False)
+        return da.isel({t_dim: slice(*split)}).transpose(*self.source.dims).load()
+
+    def truth(self, split: tuple[int, int]) -> xr.DataArray:
+        t_dim = self.source.dims[0]
+        da = self.source.variable(self.variable, dask=False)
+        return da.isel({t_dim: slice(*split)}).transpose(*self.source.dims).load()
+
+
+@dataclass(frozen=True)
+class MappingMethod:
+    """A registry entry: the section class (defaults), ``fit`` and ``reconstruct``."""
+
+    name: str
+    section: type[Section]
+    fit: Callable[..., dict[str, Any]]
+    reconstruct: Callable[..., tuple[xr.DataArray, xr.DataArray | None]]
+    learned: bool = True
+    artifact: str = ".ckpt"
+
+
+METHODS: dict[str, MappingMethod] = {}
+
+
+def register(method: MappingMethod) -> MappingMethod:
+    """Add ``method`` to :data:`METHODS` (replacing one of the same name)."""
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> MappingMethod:
+    if name not in METHODS:
+        raise UserInputError(f"unknown mapping method '{name}'; choose one of {list(METHODS)}")
+    return METHODS[name]
+
+
+# ----- optimal interpolation ---------------------------------------------------------------
+def _coords(da: xr.DataArray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t_dim, y_dim, x_dim = da.dims
+    y_km, x_km, _ = grid_km(da, y_dim, x_dim)
+    t = torch.from_numpy(days(da[t_dim].values).astype(np.float64))
+    return t, torch.from_numpy(y_km), torch.from_numpy(x_km)
+
+
+def _period(y: torch.Tensor, x: torch.Tensor, periodic: bool) -> tuple[float | None, float | None]:
+    """Domain lengths of a doubly periodic grid of regular cells (n * spacing)."""
+    if not periodic:
+        return (None, None)
+    return tuple(float((c[-1] - c[0]) * len(c) / (len(c) - 1)) for c in (y, x))  # type: ignore[return-value]
+
+
+def _oi_noise(section: OISection, data: MappingData) -> float:
+    signal = section.signal_std or data.signal_std
+    # a floor keeps the system well conditioned when observations are given as exact
+    return section.noise_std or max(data.noise_std, 1e-3 * signal)
+
+
+def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> dict[str, Any]:
+    """Tune (or set) the OI scales on the validation period; write them to ``artifact`` (JSON)."""
+    from geodl.baselines import OIParams, optimal_interpolation, tune_oi
+
+    periodic = data.periodic if section.periodic is None else section.periodic
+    scales = data.scales or {}
+    lx = section.lx_km or scales.get("lx")
+    lt = section.lt_days or scales.get("lt")
+    if lx is None or lt is None:
+        raise ConfigError(
+            "oi: no length scales: set oi.lx_km and oi.lt_days, or let prepare estimate them"
+        )
+    signal, noise = section.signal_std or data.signal_std, _oi_noise(section, data)
+    summary: dict[str, Any] = {"estimated": scales, "periodic": periodic}
+    if section.tune.enabled:
+        val = data.obs(data.splits["val"])
+        truth = data.truth(data.splits["val"])
+        t, y, x = _coords(val)
+        tn = section.tune
+        result = tune_oi(
+            torch.from_numpy(val.values.astype(np.float64)),
+            torch.from_numpy(truth.values.astype(np.float64)),
+            t,
+            y,
+            x,
+            signal_std=signal,
+            noise_std=noise,
+            lx=[lx * f for f in tn.lx_factors],
+            lt=[lt * f for f in tn.lt_factors],
+            noise_factors=tn.noise_factors,
+            times=torch.arange(0, len(t), tn.every_days),
+            period=_period(y, x, periodic),
+            mean=data.obs_mean,
+            tile=(1, tn.tile_space, tn.tile_space),
+            max_obs=section.max_obs,
+            min_tile=tn.tile_space**2 + 1,
+            expand=tn.expand,
+        )
+        params = result.params
+        summary["tuning"] = result.to_dict()
+        # calibrate the error std on the same validation days: the factor that makes the
+        # normalised errors' 68% quantile one (a misfit covariance shape mis-states the spread)
+        m, s = optimal_interpolation(
+            torch.from_numpy(val.values.astype(np.float64)),
+            t,
+            y,
+            x,
+            params,
+            tile=(1, section.tile_space, section.tile_space),
+            max_obs=section.max_obs,
+            mean=data.obs_mean,
+            period=_period(y, x, periodic),
+            times=torch.arange(0, len(t), tn.every_days),
+        )
+        z = ((m - torch.from_numpy(truth.values.astype(np.float64))) / s).abs()
+        z = z[torch.isfinite(z)]
+        std_scale = float(torch.quantile(z, 0.6827)) if len(z) else 1.0
+        if result.on_edge:
+            log.warning("oi: the tuned scales lie on the edge of the searched grid")
+        log.info(
+            "oi tuned on validation: lx %.1f km, lt %.1f days, noise %.3g (val rmse %.4g)",
+            params.lx,
+            params.lt,
+            params.noise_std,
+            result.rmse,
+        )
+    else:
+        params = OIParams(lx=lx, ly=section.ly_km or lx, lt=lt, signal_std=signal, noise_std=noise)
+        std_scale = 1.0
+    chosen = {
+        "lx": params.lx,
+        "ly": params.ly,
+        "lt": params.lt,
+        "signal_std": params.signal_std,
+        "noise_std": params.noise_std,
+        "mean": data.obs_mean,
+        "periodic": periodic,
+        "std_scale": std_scale,
+    }
+    summary["params"] = chosen
+    artifact.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _reconstruct_oi(
+    section: OISection, data: MappingData, artifact: Path, split: tuple[int, int]
+) -> tuple[xr.DataArray, xr.DataArray]:
+    from geodl.baselines import OIParams, optimal_interpolation
+
+    chosen = json.loads(Path(artifact).read_text())["params"]
+    obs = data.obs(split)
+    t, y, x = _coords(obs)
+    params = OIParams(**{k: chosen[k] for k in ("lx", "ly", "lt", "signal_std", "noise_std")})
+    m, s = optimal_interpolation(
+        torch.from_numpy(obs.values.astype(np.float64)),
+        t,
+        y,
+        x,
+        params,
+        tile=(section.tile_time, section.tile_space, section.tile_space),
+        max_obs=section.max_obs,
+        mean=chosen["mean"],
+        period=_period(y, x, chosen["periodic"]),
+    )
+    s = s * chosen.get("std_scale", 1.0)  # calibrated on the validation period
+    attrs = {"units": obs.attrs.get("units", "")}
+    sea = xr.DataArray(~data.source.land(), dims=obs.dims[1:])  # nothing to map on land
+    out = [
+        xr.DataArray(v.numpy().astype(np.float32), dims=obs.dims, coords=obs.coords)
+        .where(sea)
+        .assign_attrs(attrs)
+        for v in (m, s)
+    ]
+    return out[0], out[1]
+
+
+# ----- learned methods ---------------------------------------------------------------------
+def mapping_loss(
+    weights: dict[str, float], *, mask_swap: float = 0.0, noise_std: float = 0.0
+) -> Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]:
+    """Loss function for :class:`~geodl.training.TaskModule` on mapping batches.
+
+    ``weights`` maps term names (``mse``, ``grad``, ``nll``, ``prior``) to weights from the
+    config. ``prior`` is 4DVarNet's prior-consistency term, the mean of ``||x - phi(x)||^2`` over
+    the output and the truth (Fablet et al. 2021), for models with a ``prior_cost``. With
+    probability ``mask_swap`` a training batch gets the observation masks of other windows
+    (rolled along the batch) applied to its own truth plus noise of ``noise_std`` (normalised units):
+    new observing patterns for the same fields, the 4DVarNet augmentation.
+    """
+    from geodl import losses
+
+    known = ("mse", "grad", "nll", "prior")
+    unknown = sorted(set(weights) - set(known))
+    if unknown or not weights:
+        raise ConfigError(f"loss terms {unknown or '{}'} invalid; choose from {list(known)}")
+
+    def loss_fn(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        obs, mask = batch.obs, batch.obs_mask
+        if (
+            model.training
+            and mask_swap > 0
+            and batch.batch_size > 1
+            and (torch.rand(()) < mask_swap)
+        ):
+            mask = torch.roll(batch.obs_mask, 1, 0) & batch.target_mask
+            noisy = batch.target + noise_std * torch.randn_like(batch.target)
+            obs = torch.where(mask, noisy, torch.zeros_like(noisy))
+        out = model(obs, mask.to(obs.dtype))
+        tm = batch.target_mask
+        terms: dict[str, torch.Tensor] = {}
+        if "mse" in weights:
+            terms["mse"] = losses.mse(out.mean, batch.target, mask=tm)
+        if "grad" in weights:
+            terms["grad"] = losses.gradient_loss(out.mean, batch.target, mask=tm)
+        if "nll" in weights:
+            if out.log_var is None:
+                raise ConfigError(
+                    "loss term 'nll' needs a model that predicts a variance (dincae, or "
+                    "fourdvarnet with model.variance: true)"
+                )
+            terms["nll"] = losses.gaussian_nll(out.mean, batch.target, log_var=out.log_var, mask=tm)
+        if "prior" in weights:
+            if not hasattr(model, "prior_cost"):
+                raise ConfigError("loss term 'prior' needs a model with a prior (fourdvarnet)")
+            target = torch.where(tm, batch.target, torch.zeros_like(batch.target))
+            terms["prior"] = 0.5 * (model.prior_cost(out.mean) + model.prior_cost(target))
+        terms["loss"] = sum(weights[k] * terms[k] for k in weights)
+        if "mse" not in terms:
+            with torch.no_grad():
+                terms["mse"] = losses.mse(out.mean, batch.target, mask=tm)
+        return terms
+
+    return loss_fn
+
+
+def _build(name: str, section: LearnedSection, patch: PatchSection) -> torch.nn.Module:
+    from geodl.models import build_model
+
+    return build_model(name, in_channels=1, n_times=patch.time, **section.model)
+
+
+def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
+    def fit_method(
+        section: LearnedSection,
+        data: MappingData,
+        artifact: Path,
+        *,
+        work_dir: Path,
+        key: str,
+        metadata: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Train on the ``train`` split (and every ``extra`` realisation), validated on ``val``;
+        the averaged, else best-on-validation, else last weights go to ``artifact``."""
+        import shutil
+
+        size, stride = patch_geometry(data.patch, train=True)
+        norm = Normalizer(data.normalizer)
+        kw = {"normalizer": norm, "max_land_fraction": data.patch.max_land_fraction}
+        train_sets = [PatchDataset(data.source, size, stride, split=data.splits["train"], **kw)]
+        train_sets += [
+            PatchDataset(src, size, stride, split=(0, len(src.times)), **kw) for src in data.extra
+        ]
+        val_size, val_stride = patch_geometry(data.patch)
+        val = PatchDataset(data.source, val_size, val_stride, split=data.splits["val"], **kw)
+        for label, ds in (("train", train_sets[0]), ("val", val)):
+            if len(ds) == 0:
+                raise DataError(f"split '{label}' has no usable patch of size {size}")
+        train = torch.utils.data.ConcatDataset(train_sets) if len(train_sets) > 1 else train_sets[0]
+        model = _build(name, section, data.patch)
+        var = data.variable
+        times = data.source.times
+
+        def describe(batch: Any) -> str:
+            i0 = int(batch.time_index.min())
+            i1 = int(batch.time_index.max()) + data.patch.time - 1
+            return f"batch times {times[i0]} .. {times[min(i1, len(times) - 1)]}"
+
+        module = TaskModule(
+            model,
+            mapping_loss(
+                section.loss,
+                mask_swap=section.mask_swap,
+                noise_std=data.noise_std / data.normalizer["variables"][var]["std"],
+            ),
+            section.train,
+            describe_batch=describe,
+            metadata={**metadata, "method": name, "normalizer": data.normalizer},
+        )
+        result = fit(
+            module,
+            train,
+            val,
+            section.train,
+            ckpt_dir=work_dir / "checkpoints" / name,
+            log_dir=work_dir / "logs" / name,
+            key=key,
+            collate_fn=collate,
+        )
+        best = result.averaged_path or result.best_path or result.last_path
+        log.info("%s trained: %d epochs, best val %s", name, result.epochs, result.best_score)
+        shutil.copyfile(best, artifact)
+        return {
+            "epochs": result.epochs,
+            "best_val": None if result.best_score is None else float(result.best_score),
+            "train_windows": len(train),
+            "realisations": 1 + len(data.extra),
+        }
+
+    return fit_method
+
+
+def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.DataArray | None]]:
+    def reconstruct(
+        section: LearnedSection,
+        data: MappingData,
+        artifact: Path,
+        split: tuple[int, int],
+        *,
+        batch_size: int = 8,
+    ) -> tuple[xr.DataArray, xr.DataArray | None]:
+        """Mean (and std, for models with a variance head) over ``split``, stitched from
+        overlapping patches (Hann taper) in the source's units."""
+        ckpt = load_checkpoint(artifact)
+        normalizer = ckpt["geodl"]["normalizer"]
+        model = load_model_weights(_build(name, section, data.patch), ckpt).eval()
+        var = data.variable
+        size, stride = patch_geometry(data.patch)
+        norm = Normalizer(normalizer)
+        ds = PatchDataset(data.source, size, stride, split=split, normalizer=norm)
+        means, stds, starts = [], [], []
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+        with torch.no_grad():
+            for batch in loader:
+                out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
+                means.append(out.mean)
+                if out.log_var is not None:
+                    stds.append(torch.exp(0.5 * out.log_var))
+                starts.append(batch.starts)
+        start = torch.cat(starts)
+        mean = stitch(torch.cat(means), start, data.source, names=[var], normalizer=norm)[var]
+        std = None
+        if stds:
+            scale = float(normalizer["variables"][var]["std"])
+            std = stitch(torch.cat(stds), start, data.source, names=[var])[var] * scale
+        return mean, std
+
+    return reconstruct
+
+
+register(MappingMethod("oi", OISection, _fit_oi, _reconstruct_oi, learned=False, artifact=".json"))
+register(MappingMethod("unet", UNetSection, _fit_learned("unet"), _reconstruct_learned("unet")))
+register(
+    MappingMethod("dincae", DincaeSection, _fit_learned("dincae"), _reconstruct_learned("dincae"))
+)
+register(
+    MappingMethod(
+        "fourdvarnet",
+        FourDVarNetSection,
+        _fit_learned("fourdvarnet"),
+        _reconstruct_learned("fourdvarnet"),
+    )
+)

@@ -1,0 +1,193 @@
+"""The mapping method registry (a toy method through the task and the API) and seamless stitching."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import geodl.mapping
+from geodl.config import Section, validate
+from geodl.methods import mapping as methods
+from geodl.pipeline import run_experiment
+from geodl.tasks.mapping import experiment
+from geodl.testing import make_field
+
+
+class ToySection(Section):
+    offset: float = 0.0
+
+
+def _toy_fit(section, data, artifact, **_):
+    value = float(np.nanmean(data.obs(data.splits["train"]).values)) + section.offset
+    Path(artifact).write_text(json.dumps({"value": value}))
+    return {"value": value}
+
+
+def _toy_reconstruct(section, data, artifact, split):
+    value = json.loads(Path(artifact).read_text())["value"]
+    obs = data.obs(split)
+    return xr.full_like(obs, value), None
+
+
+@pytest.fixture
+def toy_method():
+    methods.register(
+        methods.MappingMethod(
+            "toy_mean", ToySection, _toy_fit, _toy_reconstruct, learned=False, artifact=".json"
+        )
+    )
+    yield "toy_mean"
+    del methods.METHODS["toy_mean"]
+
+
+def test_a_registered_method_runs_in_the_task_and_the_api(tmp_path, toy_method):
+    ds = make_field(nt=60, land=False)
+    ds["ssh"].attrs["units"] = "m"
+    ds.to_netcdf(tmp_path / "truth.nc")
+    exp = experiment()  # the schema now has a toy_mean section
+    raw = {
+        "experiment": {"name": "toy", "task": "mapping"},
+        "data": {"path": str(tmp_path / "truth.nc")},
+        "obs": {"kind": "nadir", "track_spacing_km": 120.0},
+        "split": {
+            "train": ["2020-01-01", "2020-01-30"],
+            "val": ["2020-02-05", "2020-02-14"],
+            "test": ["2020-02-20", "2020-02-29"],
+        },
+        "patch": {"time": 4, "y": 16, "x": 24},
+        "methods": ["toy_mean"],
+        "toy_mean": {"offset": 0.5},
+    }
+    cfg = validate(raw, exp.schema)
+    run_experiment(cfg, exp, tmp_path / "run", echo=lambda s: None)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"toy_mean"}
+    pred = xr.open_dataset(tmp_path / "run" / "predictions" / "toy_mean.nc")["ssh"]
+    fitted = json.loads((tmp_path / "run" / "models" / "toy_mean.json").read_text())["value"]
+    np.testing.assert_allclose(pred.values, fitted, rtol=1e-6)
+    # the API goes through the same registry
+    obs = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
+    model = geodl.mapping.fit(obs, ds["ssh"], method="toy_mean", offset=1.0, patch={"time": 4})
+    out = model.reconstruct(obs[:5])
+    assert float(out["mean"].mean()) == pytest.approx(float(obs[:40].mean()) + 1.0, abs=0.2)
+
+
+def _edge_jump(field: np.ndarray, edges: list[int]) -> float:
+    """Mean |x-difference| across the given columns relative to the mean elsewhere."""
+    d = np.abs(np.diff(field, axis=-1))  # d[..., j] = |f[j+1] - f[j]|
+    at = np.zeros(d.shape[-1], bool)
+    at[[e - 1 for e in edges]] = True
+    return float(np.nanmean(d[..., at]) / np.nanmean(d[..., ~at]))
+
+
+def test_default_overlap_leaves_no_seams(tmp_path):
+    ds = make_field(nt=30, ny=16, nx=48, grid="projected", land=False)
+    truth = ds["ssh"]
+    obs = truth.where(np.random.default_rng(0).random(truth.shape) < 0.1)
+    model = geodl.mapping.fit(
+        obs,
+        truth,
+        method="unet",
+        patch={"time": 4, "y": 16, "x": 16},
+        model={"depth": 1, "width": 4},
+        train={"max_epochs": 1, "batch_size": 4},
+        work_dir=tmp_path,
+    )
+    seamless = model.reconstruct(obs)["mean"].values
+    assert _edge_jump(seamless, [16, 32]) < 1.5
+    # the same model stitched from non-overlapping tiles shows its tile edges
+    tiled = replace(
+        model,
+        data=replace(
+            model.data,
+            patch=validate({"time": 4, "y": 16, "x": 16, "stride_x": 16}, methods.PatchSection),
+        ),
+    )
+    assert _edge_jump(tiled.reconstruct(obs)["mean"].values, [16, 32]) > _edge_jump(
+        seamless, [16, 32]
+    )
+
+
+def _data(ds, patch, extra=()):
+    from geodl.data import GriddedSource, compute_stats
+
+    stats = compute_stats(ds, ["ssh"], time_range=(0, 20))
+    stats["variables"]["ssh_obs"] = stats["variables"]["ssh"]
+    return methods.MappingData(
+        source=GriddedSource(ds, target="ssh", obs="ssh_obs"),
+        splits={"train": (0, 20), "val": (24, 30)},
+        normalizer=stats,
+        patch=validate(patch, methods.PatchSection),
+        noise_std=0.01,
+        obs_std=float(ds["ssh_obs"].std()),
+        obs_mean=0.0,
+        extra=tuple(extra),
+    )
+
+
+def test_extra_realisations_are_training_data(tmp_path):
+    from geodl.data import GriddedSource
+
+    def twin(seed):
+        ds = make_field(nt=30, ny=16, nx=16, grid="projected", land=False, seed=seed)
+        rng = np.random.default_rng(seed)
+        ds["ssh_obs"] = ds["ssh"].where(rng.random(ds["ssh"].shape) < 0.2)
+        return ds
+
+    patch = {"time": 4, "y": 16, "x": 16}
+    section = validate(
+        {"model": {"depth": 1, "width": 4}, "train": {"max_epochs": 1, "progress_bar": False}},
+        methods.UNetSection,
+    )
+    fit = methods.METHODS["unet"].fit
+    common = {"work_dir": tmp_path, "key": "k", "metadata": {}}
+    alone = fit(section, _data(twin(0), patch), tmp_path / "a.ckpt", **common)
+    other = GriddedSource(twin(1), target="ssh", obs="ssh_obs")
+    more = fit(section, _data(twin(0), patch, [other]), tmp_path / "b.ckpt", **common)
+    assert alone["realisations"] == 1 and more["realisations"] == 2
+    # the other realisation's whole 30 days add 27 windows of 4 days to the 17 of the train split
+    assert (alone["train_windows"], more["train_windows"]) == (17, 17 + 27)
+    # a thinner training stride
+    thin = fit(
+        section, _data(twin(0), {**patch, "train_stride_time": 2}), tmp_path / "c.ckpt", **common
+    )
+    assert thin["train_windows"] == 9
+
+
+def test_prior_term_needs_a_prior_and_is_known_to_fourdvarnet_only():
+    from geodl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss terms \['prior'\] invalid here"):
+        validate({"loss": {"prior": 1.0}}, methods.UNetSection)
+    section = validate({}, methods.FourDVarNetSection)
+    assert section.loss["prior"] > 0  # the default trains phi to be a prior
+
+
+def test_twin_members_and_relative_noise(tmp_path):
+    cfg = tmp_path / "twin.yaml"
+    cfg.write_text(
+        """experiment: {name: twin, task: mapping}
+simulate: {nx: 16, days: 40, spinup_days: 20, members: 3}
+obs: {kind: nadir, noise_fraction: 0.1, track_spacing_km: 150.0}
+split: {train: [0, 19], val: [24, 31], test: [36, 39]}
+patch: {time: 3, y: 16, x: 16}
+methods: [oi]
+oi: {tune: {lx_factors: [0.5, 1.0, 2.0], lt_factors: [0.5, 1.0, 2.0], expand: 0, every_days: 2}}
+"""
+    )
+    from geodl.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    truth = xr.open_dataset(out / "truth.nc")["ssh"]
+    assert xr.open_dataset(out / "members.nc")["ssh"].sizes["member"] == 2
+    obs_m = xr.open_dataset(out / "obs_members.nc")["ssh_obs"]
+    assert obs_m.sizes["member"] == 2 and np.isfinite(obs_m.values).any()
+    prep = json.loads((out / "prepare.json").read_text())
+    assert prep["noise_std"] == pytest.approx(0.1 * float(truth.std()), rel=1e-4)
+    assert prep["periodic"] is True and prep["scales"]["lx"] > 0
+    tuning = json.loads((out / "metrics.json").read_text())["oi_tuning"]
+    assert len(tuning["tuning"]["grid"]) == 9 and tuning["params"]["std_scale"] > 0
