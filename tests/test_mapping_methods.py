@@ -1,7 +1,6 @@
 """The mapping method registry (a toy method through the task and the API) and seamless stitching."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,32 +82,39 @@ def _edge_jump(field: np.ndarray, edges: list[int]) -> float:
     return float(np.nanmean(d[..., at]) / np.nanmean(d[..., ~at]))
 
 
-def test_default_overlap_leaves_no_seams(tmp_path):
-    ds = make_field(nt=30, ny=16, nx=48, grid="projected", land=False)
-    truth = ds["ssh"]
-    obs = truth.where(np.random.default_rng(0).random(truth.shape) < 0.1)
-    model = geodl.mapping.fit(
-        obs,
-        truth,
-        method="unet",
-        patch={"time": 4, "y": 16, "x": 16},
-        model={"depth": 1, "width": 4},
-        train={"max_epochs": 1, "batch_size": 4},
-        work_dir=tmp_path,
-    )
-    seamless = model.reconstruct(obs)["mean"].values
-    assert _edge_jump(seamless, [16, 32]) < 1.5
-    # the same model stitched from non-overlapping tiles shows its tile edges
-    tiled = replace(
-        model,
-        data=replace(
-            model.data,
-            patch=validate({"time": 4, "y": 16, "x": 16, "stride_x": 16}, methods.PatchSection),
-        ),
-    )
-    assert _edge_jump(tiled.reconstruct(obs)["mean"].values, [16, 32]) > _edge_jump(
-        seamless, [16, 32]
-    )
+def _stitched(patch: dict) -> np.ndarray:
+    """Patches of random constants, placed where the patch geometry puts them, stitched."""
+    import torch
+
+    from geodl.data import GriddedSource, PatchDataset, collate, stitch
+
+    ds = make_field(nt=8, ny=32, nx=64, grid="projected", land=False)
+    source = GriddedSource(ds, target="ssh")
+    size, stride = methods.patch_geometry(validate(patch, methods.PatchSection))
+    data = PatchDataset(source, size, stride, split=(0, 8))
+    starts = collate([data[i] for i in range(len(data))]).starts
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(len(starts), 1, 1, 1, 1, generator=gen)
+    patches = values.expand(-1, size["time"], 1, size["y"], size["x"])
+    return stitch(patches, starts, source)["ssh"].values
+
+
+def test_default_overlap_leaves_no_seams():
+    """A model's patch-to-patch differences show as jumps along tile edges unless the patches
+    overlap and are tapered (the default): then they blend over the overlap."""
+    edges = [16, 32, 48]
+
+    def worst_edge_jump(field):
+        d = np.abs(np.diff(field, axis=-1))
+        return float(d[..., [e - 1 for e in edges]].max() / np.abs(field).max())
+
+    seamless = _stitched({"time": 4, "y": 32, "x": 16})
+    tiled = _stitched({"time": 4, "y": 32, "x": 16, "stride_x": 16})
+    assert worst_edge_jump(tiled) > 0.5  # non-overlapping tiles: a jump of order one
+    assert worst_edge_jump(seamless) < 0.25 * worst_edge_jump(tiled)
+    # the differences are spread over the overlap: no column has a jump of that size either
+    d = np.abs(np.diff(seamless, axis=-1)).max() / np.abs(seamless).max()
+    assert d < 0.5 * worst_edge_jump(tiled)
 
 
 def _data(ds, patch, extra=()):
@@ -148,6 +154,11 @@ def test_extra_realisations_are_training_data(tmp_path):
     other = GriddedSource(twin(1), target="ssh", obs="ssh_obs")
     more = fit(section, _data(twin(0), patch, [other]), tmp_path / "b.ckpt", **common)
     assert alone["realisations"] == 1 and more["realisations"] == 2
+    fewer = validate({**section.model_dump(), "extra_members": 0}, methods.UNetSection)
+    assert (
+        fit(fewer, _data(twin(0), patch, [other]), tmp_path / "d.ckpt", **common)["train_windows"]
+        == 17
+    )
     # the other realisation's whole 30 days add 27 windows of 4 days to the 17 of the train split
     assert (alone["train_windows"], more["train_windows"]) == (17, 17 + 27)
     # a thinner training stride
@@ -170,10 +181,10 @@ def test_twin_members_and_relative_noise(tmp_path):
     cfg = tmp_path / "twin.yaml"
     cfg.write_text(
         """experiment: {name: twin, task: mapping}
-simulate: {nx: 16, days: 40, spinup_days: 20, members: 3}
-obs: {kind: nadir, noise_fraction: 0.1, track_spacing_km: 150.0}
+simulate: {nx: 32, days: 40, spinup_days: 20, members: 3}
+obs: {kind: nadir, noise_fraction: 0.1, n_satellites: 2}
 split: {train: [0, 19], val: [24, 31], test: [36, 39]}
-patch: {time: 3, y: 16, x: 16}
+patch: {time: 3, y: 32, x: 32}
 methods: [oi]
 oi: {tune: {lx_factors: [0.5, 1.0, 2.0], lt_factors: [0.5, 1.0, 2.0], expand: 0, every_days: 2}}
 """

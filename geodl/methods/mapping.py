@@ -137,6 +137,9 @@ class LearnedSection(Section):
     model: dict[str, Any] = Field(default_factory=dict)
     loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0})
     mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
+    extra_members: int | None = Field(
+        None, ge=0, description="extra training realisations used (default: every one there is)"
+    )
     train: TrainSection = TrainSection()
 
     @model_validator(mode="after")
@@ -454,8 +457,9 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
         norm = Normalizer(data.normalizer)
         kw = {"normalizer": norm, "max_land_fraction": data.patch.max_land_fraction}
         train_sets = [PatchDataset(data.source, size, stride, split=data.splits["train"], **kw)]
+        extra = data.extra if section.extra_members is None else data.extra[: section.extra_members]
         train_sets += [
-            PatchDataset(src, size, stride, split=(0, len(src.times)), **kw) for src in data.extra
+            PatchDataset(src, size, stride, split=(0, len(src.times)), **kw) for src in extra
         ]
         val_size, val_stride = patch_geometry(data.patch)
         val = PatchDataset(data.source, val_size, val_stride, split=data.splits["val"], **kw)
@@ -500,7 +504,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             "epochs": result.epochs,
             "best_val": None if result.best_score is None else float(result.best_score),
             "train_windows": len(train),
-            "realisations": 1 + len(data.extra),
+            "realisations": 1 + len(extra),
         }
 
     return fit_method
