@@ -80,7 +80,7 @@ def test_user_latlon_truth_end_to_end(latlon_run, truth_file):
     # OI on a smooth field with tracks every 120 km must explain most of the variance
     assert metrics["methods"]["oi"]["mu"] > 0.5
     html = (out / "report" / "index.html").read_text()
-    assert html.count("<img") >= 3 and "psd_score.png" in html
+    assert html.count("<img") >= 3 and "psd_score.png" in html and "oi_tuning.png" in html
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["name"] for s in manifest["stages"]] == [
         "prepare",

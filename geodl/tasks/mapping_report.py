@@ -105,6 +105,37 @@ def _psd(ctx: StageContext, prep: dict[str, Any], metrics: dict[str, Any], out: 
     return "psd_score.png"
 
 
+def _oi_tuning(metrics: dict[str, Any], out: Any) -> str | None:
+    """Validation RMSE over the searched OI scales, the choice marked."""
+    tuning = metrics.get("oi_tuning", {}).get("tuning")
+    if not tuning:
+        return None
+    import matplotlib.pyplot as plt
+
+    grid = tuning["grid"]
+    lxs = sorted({g["lx"] for g in grid})
+    lts = sorted({g["lt"] for g in grid})
+    table = np.full((len(lts), len(lxs)), np.nan)
+    for g in grid:  # the best noise level at each (lx, lt)
+        i, j = lts.index(g["lt"]), lxs.index(g["lx"])
+        table[i, j] = np.fmin(table[i, j], g["rmse"])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    im = ax.imshow(table, origin="lower", cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(lxs)), [f"{v:.0f}" for v in lxs])
+    ax.set_yticks(range(len(lts)), [f"{v:.1f}" for v in lts])
+    chosen = metrics["oi_tuning"]["params"]
+    ax.plot(lxs.index(chosen["lx"]), lts.index(chosen["lt"]), "r*", ms=14, label="chosen")
+    ax.set_xlabel("lx (km)")
+    ax.set_ylabel("lt (days)")
+    ax.set_title("OI: validation RMSE over the searched scales")
+    ax.legend(loc="upper right")
+    fig.colorbar(im, ax=ax, label="validation RMSE")
+    fig.tight_layout()
+    fig.savefig(out / "oi_tuning.png", dpi=100)
+    plt.close(fig)
+    return "oi_tuning.png"
+
+
 def write_mapping_report(ctx: StageContext) -> None:
     """Write every figure and ``index.html`` into the stage's ``report`` output."""
     import matplotlib
@@ -118,6 +149,9 @@ def write_mapping_report(ctx: StageContext) -> None:
     metrics = json.loads(ctx.input("metrics.json").read_text())
     figures = _maps(ctx, prep, out)
     figures.append(_psd(ctx, prep, metrics, out))
+    tuning = _oi_tuning(metrics, out)
+    if tuning:
+        figures.append(tuning)
     for m in ctx.cfg.methods:
         logs = ctx.run_dir / "logs" / m
         if logs.exists():
