@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 
 from geodl.config import validate
 from geodl.data import GriddedSource, compute_stats, find_axes
 from geodl.errors import DataError, UserInputError
-from geodl.grid import days, grid_km
-from geodl.methods.mapping import METHODS, MappingData, PatchSection, get_method
+from geodl.methods.mapping import (
+    METHODS,
+    MappingData,
+    PatchSection,
+    get_method,
+    observed_scales,
+)
 
 __all__ = ["MappingModel", "fit"]
 
@@ -117,8 +121,6 @@ def fit(
     (OI distances wrap). Checkpoints and logs go to ``work_dir`` (a temporary directory by
     default).
     """
-    from geodl.baselines import estimate_scales
-
     entry = get_method(method)
     if not 0 < val_fraction < 1:
         raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -144,16 +146,8 @@ def fit(
         settings.setdefault("train", {})
         settings["train"] = {"progress_bar": False, **settings["train"]}
     section = validate(settings, entry.section, method)
-    y_km, x_km, _ = grid_km(ds, dims[1], dims[2])
-    period = tuple(float(np.diff(c).mean() * len(c)) for c in (y_km, x_km))
-    scales = estimate_scales(
-        torch.from_numpy(values.astype(np.float64)),
-        torch.from_numpy(days(ds[dims[0]].values[:train_stop])),
-        torch.from_numpy(y_km),
-        torch.from_numpy(x_km),
-        noise_std=noise_std,
-        period=period if periodic else (None, None),
-    )
+    train_obs = ds[f"{name}_obs"].isel({dims[0]: slice(0, train_stop)})
+    scales, _ = observed_scales(train_obs, noise_std, periodic=periodic)
     data = MappingData(
         source=GriddedSource(ds, target=name, obs=f"{name}_obs"),
         splits=splits,

@@ -52,6 +52,7 @@ __all__ = [
     "UNetSection",
     "get_method",
     "mapping_loss",
+    "observed_scales",
     "patch_geometry",
     "register",
 ]
@@ -256,6 +257,33 @@ def _oi_noise(section: OISection, data: MappingData) -> float:
     signal = section.signal_std or data.signal_std
     # a floor keeps the system well conditioned when observations are given as exact
     return section.noise_std or max(data.noise_std, 1e-3 * signal)
+
+
+def observed_scales(
+    obs: xr.DataArray, noise_std: float, *, periodic: bool
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Correlation scales (km, days) of gridded observations ``obs (time, y, x)``, NaN where
+    unobserved (:func:`geodl.baselines.estimate_scales`), and ``None`` with the reason where the
+    data are too sparse even when 10 pairs per separation are accepted."""
+    from geodl.baselines import estimate_scales
+
+    t, y, x = _coords(obs)
+    reason = None
+    for min_pairs in (100, 10):  # fewer pairs per separation only where data are that sparse
+        try:
+            scales = estimate_scales(
+                torch.from_numpy(obs.values.astype(np.float64)),
+                t,
+                y,
+                x,
+                noise_std=noise_std,
+                period=_period(y, x, periodic),
+                min_pairs=min_pairs,
+            )
+            return scales, None
+        except UserInputError as exc:
+            reason = str(exc)
+    return None, reason
 
 
 def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> dict[str, Any]:

@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import xarray as xr
 from pydantic import Field, create_model, model_validator
 
 from geodl.config import Section
 from geodl.data import GriddedSource, make_splits
-from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.errors import ConfigError, DataError
 from geodl.grid import EARTH_KM_PER_DEG, days, grid_km
-from geodl.methods.mapping import METHODS, MappingData, PatchSection
+from geodl.methods.mapping import METHODS, MappingData, PatchSection, observed_scales
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 
@@ -335,7 +334,6 @@ def _obs_dataset(
 
 
 def _prepare(ctx: StageContext) -> None:
-    from geodl.baselines import estimate_scales
     from geodl.data import compute_stats
 
     cfg = ctx.cfg
@@ -405,24 +403,8 @@ def _prepare(ctx: StageContext) -> None:
         warnings.append(msg)
     y_km, x_km, kind = grid_km(truth, y_dim, x_dim)
     periodic = cfg.data.path is None  # the embedded QG twin is doubly periodic
-    period = (
-        tuple(float(np.diff(c).mean() * len(c)) for c in (y_km, x_km)) if periodic else (None, None)
-    )
-    scales = None
-    for min_pairs in (100, 10):  # fewer pairs per separation only where data are that sparse
-        try:
-            scales = estimate_scales(
-                torch.from_numpy(train_obs.astype(np.float64)),
-                torch.from_numpy(_days(times[splits["train"].start : splits["train"].stop])),
-                torch.from_numpy(y_km),
-                torch.from_numpy(x_km),
-                noise_std=noise_std,
-                period=period,
-                min_pairs=min_pairs,
-            )
-            break
-        except UserInputError as exc:
-            reason = str(exc)
+    train_da = truth.isel({t_dim: slice(splits["train"].start, splits["train"].stop)})
+    scales, reason = observed_scales(train_da.copy(data=train_obs), noise_std, periodic=periodic)
     if scales is None:
         msg = f"no correlation scales from the training observations ({reason})"
         log.warning(msg)
