@@ -91,3 +91,18 @@ def test_slurm_routes_training_stages_to_gpu(tmp_path, config):
         stage = line.split(":")[0]
         template = "gpu.sbatch" if stage.startswith("train") else "cpu.sbatch"
         assert template in line, line
+
+
+def test_slurm_submit_keeps_the_oi_search_on_cpu(tmp_path):
+    env = {**ENV, "SBATCH": "echo 4242"}
+    out = subprocess.run(
+        ["bash", str(REPO / "pipelines/slurm/submit.sh"), "configs/ssh_mapping_quick.yaml", "r"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = {line.split(":")[0]: line for line in out.stdout.splitlines()}
+    assert "cpu.sbatch train_oi" in lines["train_oi"]
+    assert "gpu.sbatch train_unet" in lines["train_unet"]

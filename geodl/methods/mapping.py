@@ -117,7 +117,13 @@ class OITuneSection(Section):
 
 
 class OISection(Section):
-    """Space-time optimal interpolation (:func:`geodl.baselines.optimal_interpolation`)."""
+    """Space-time optimal interpolation (:func:`geodl.baselines.optimal_interpolation`).
+
+    With ``tune.enabled`` (the default) the scales are searched on the validation period
+    (isotropic: ``ly = lx``; ``ly_km`` applies only without tuning), and the error std is then
+    calibrated on the same validation days: it is scaled so that 68% of the normalised errors lie
+    within one std (``std_scale`` in ``models/oi.json``).
+    """
 
     lx_km: float | None = Field(None, gt=0, description="null: tuned / estimated from the data")
     ly_km: float | None = Field(None, gt=0, description="null: lx_km")

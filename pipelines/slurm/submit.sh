@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Submit every stage of an experiment as a chain of SLURM jobs (afterok dependencies).
-# Stages matching a pattern of GPU_STAGES (default: "train train_*") go to gpu.sbatch, the others
-# to cpu.sbatch.
+# Stages matching a pattern of GPU_STAGES (default: "train train_*") go to gpu.sbatch, except
+# those matching CPU_STAGES (default: "train_oi": the OI search is CPU work); the others go to
+# cpu.sbatch.
 # Usage: pipelines/slurm/submit.sh CONFIG RUN_DIR [--set key=value ...]
 # Dry run (print the sbatch commands): SBATCH="echo sbatch" pipelines/slurm/submit.sh ...
 set -euo pipefail
@@ -12,6 +13,7 @@ run_dir=${2:?usage: submit.sh CONFIG RUN_DIR [--set ...]}
 shift 2
 sbatch_cmd=${SBATCH:-sbatch}
 gpu_stages=${GPU_STAGES:-train train_*}
+cpu_stages=${CPU_STAGES:-train_oi}
 dep=()
 last=""
 for stage in $(geodl stages "$config" "$@"); do
@@ -19,6 +21,10 @@ for stage in $(geodl stages "$config" "$@"); do
   for pattern in $gpu_stages; do
     # shellcheck disable=SC2053  # the pattern is meant to glob
     [[ $stage == $pattern ]] && script=$here/gpu.sbatch
+  done
+  for pattern in $cpu_stages; do
+    # shellcheck disable=SC2053
+    [[ $stage == $pattern ]] && script=$here/cpu.sbatch
   done
   out=$($sbatch_cmd --parsable "${dep[@]}" --job-name="geodl-$stage" "$script" \
         "$stage" "$config" "$run_dir" "$@")
