@@ -43,7 +43,6 @@ from geodl.tasks.registry import ExperimentSection, register
 __all__ = ["MappingConfig", "build_schema", "experiment"]
 
 log = logging.getLogger("geodl.mapping")
-_days = days
 
 
 # ----- configuration -----------------------------------------------------------------------
@@ -230,7 +229,7 @@ def _observe(
     o = ctx.cfg.obs
     t_dim, y_dim, x_dim = axes
     y_km, x_km, _ = grid_km(truth, y_dim, x_dim)
-    grid = Grid(time=_days(truth[t_dim].values), y=y_km, x=x_km)
+    grid = Grid(time=days(truth[t_dim].values), y=y_km, x=x_km)
     field = truth.transpose(t_dim, y_dim, x_dim).values
     common = {"noise_std": noise_std, "seed": o.seed if seed is None else seed}
     orbits = {
@@ -308,7 +307,7 @@ def _obs_from_file(
         )
     tv, yv, xv = (ds[p].values for p in pick)
     t0 = truth[t_dim].values[0]
-    tv = _days(np.concatenate(([t0], tv)))[1:] if np.issubdtype(tv.dtype, np.datetime64) else tv
+    tv = days(np.concatenate(([t0], tv)))[1:] if np.issubdtype(tv.dtype, np.datetime64) else tv
     if "lat" in pick[1].lower():
         lat0 = math.radians(float(np.mean(truth[y_dim].values)))
         yv, xv = yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0)
