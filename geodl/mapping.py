@@ -146,6 +146,10 @@ def fit(
         settings.setdefault("train", {})
         settings["train"] = {"progress_bar": False, **settings["train"]}
     section = validate(settings, entry.section, method)
+    try:
+        entry.depends(section, {method: section})
+    except ValueError as exc:  # e.g. a warm start from another method: a task-only setting
+        raise UserInputError(f"{exc} (geodl.mapping.fit trains one method)") from None
     train_obs = ds[f"{name}_obs"].isel({dims[0]: slice(0, train_stop)})
     scales, _ = observed_scales(train_obs, noise_std, periodic=periodic)
     data = MappingData(

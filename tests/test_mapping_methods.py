@@ -202,3 +202,101 @@ oi: {tune: {lx_factors: [0.5, 1.0, 2.0], lt_factors: [0.5, 1.0, 2.0], expand: 0,
     assert prep["periodic"] is True and prep["scales"]["lx"] > 0
     tuning = json.loads((out / "metrics.json").read_text())["oi_tuning"]
     assert len(tuning["tuning"]["grid"]) == 9 and tuning["params"]["std_scale"] > 0
+
+
+FG = {"first_guess": "unet", "first_guess_depth": 1, "first_guess_width": 4}
+TINY_4DVARNET = {"n_iter": 1, "prior_hidden": 4, "lstm_hidden": 4, **FG}
+
+
+def test_warm_start_loads_the_unet_into_the_first_guess(tmp_path):
+    import torch
+
+    from geodl.training import load_checkpoint
+
+    ds = make_field(nt=30, ny=16, nx=16, grid="projected", land=False, seed=0)
+    ds["ssh_obs"] = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
+    data = _data(ds, {"time": 4, "y": 16, "x": 16})
+    common = {"work_dir": tmp_path, "key": "k", "metadata": {}}
+    train = {"max_epochs": 1, "progress_bar": False, "lr": 1e-9}
+    unet = validate({"model": {"depth": 1, "width": 4}, "train": train}, methods.UNetSection)
+    methods.METHODS["unet"].fit(unet, data, tmp_path / "unet.ckpt", **common)
+    fit = methods.METHODS["fourdvarnet"].fit
+    warm = validate(
+        {"model": TINY_4DVARNET, "warm_start": "unet", "train": train}, methods.FourDVarNetSection
+    )
+    fit(warm, data, tmp_path / "w.ckpt", inputs={"unet": tmp_path / "unet.ckpt"}, **common)
+    cold = validate({"model": TINY_4DVARNET, "train": train}, methods.FourDVarNetSection)
+    fit(cold, data, tmp_path / "c.ckpt", **{**common, "work_dir": tmp_path / "cold"})
+
+    def weights(path, prefix=""):
+        state = load_checkpoint(path)["state_dict"]
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+    ref = weights(tmp_path / "unet.ckpt", "model.")
+    for name, prefix in (("w", True), ("c", False)):
+        mine = weights(tmp_path / f"{name}.ckpt", "model.first_guess.")
+        assert set(mine) == set(ref)
+        same = all(torch.allclose(mine[k], ref[k], atol=1e-6) for k in ref)
+        assert same is prefix  # warm: the UNet's weights (lr ~ 0); cold: a fresh start
+    with pytest.raises(Exception, match="has no trained model here"):
+        fit(warm, data, tmp_path / "x.ckpt", **common)
+
+
+@pytest.mark.parametrize(
+    ("methods_list", "fdv", "unet", "match"),
+    [
+        (["unet", "fourdvarnet"], {"warm_start": "unet"}, {}, "needs model.first_guess: unet"),
+        (["unet", "fourdvarnet"], {"warm_start": "oi", "model": FG}, {}, "warm_start 'oi' invalid"),
+        (["oi", "fourdvarnet"], {"warm_start": "unet", "model": FG}, {}, "not among the methods"),
+        (
+            ["fourdvarnet", "unet"],
+            {"warm_start": "unet", "model": FG},
+            {"model": {"depth": 1, "width": 4}},
+            "list it before fourdvarnet",
+        ),
+        (
+            ["unet", "fourdvarnet"],
+            {"warm_start": "unet", "model": FG},
+            {"model": {"depth": 2, "width": 4}},
+            r"unet.model.depth is 2 but the first guess's is 1",
+        ),
+        (
+            ["unet", "fourdvarnet"],
+            {"warm_start": "unet", "model": FG},
+            {"model": {"depth": 1, "width": 4, "use_mask": False}},
+            r"sets \['use_mask'\]",
+        ),
+    ],
+)
+def test_warm_start_config_mistakes_are_one_line(methods_list, fdv, unet, match):
+    from geodl.errors import ConfigError
+
+    raw = {
+        "experiment": {"name": "w", "task": "mapping"},
+        "split": {"train": [0, 19], "val": [24, 31], "test": [36, 39]},
+        "methods": methods_list,
+        "fourdvarnet": fdv,
+        "unet": unet,
+    }
+    with pytest.raises(ConfigError, match=match) as info:
+        validate(raw, experiment().schema)
+    assert "\n" not in str(info.value)
+
+
+def test_warm_start_orders_the_stages_and_the_api_refuses_it():
+    from geodl.errors import UserInputError
+
+    raw = {
+        "experiment": {"name": "w", "task": "mapping"},
+        "split": {"train": [0, 19], "val": [24, 31], "test": [36, 39]},
+        "methods": ["unet", "fourdvarnet"],
+        "fourdvarnet": {"warm_start": "unet", "model": FG},
+        "unet": {"model": {"depth": 1, "width": 4}},
+    }
+    exp = experiment()
+    stages = {s.name: s for s in exp.stage_factory(validate(raw, exp.schema))}
+    assert "train_unet" in stages["train_fourdvarnet"].needs
+    ds = make_field(nt=30, ny=16, nx=16, grid="projected", land=False)
+    obs = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
+    with pytest.raises(UserInputError, match="trains one method"):
+        geodl.mapping.fit(obs, ds["ssh"], method="fourdvarnet", model=FG, warm_start="unet")

@@ -168,11 +168,30 @@ class DincaeSection(LearnedSection):
 
 
 class FourDVarNetSection(LearnedSection):
-    """4DVarNet: ``prior`` adds the prior-consistency term ||x - phi(x)||^2 (output and truth)."""
+    """4DVarNet: ``prior`` adds the prior-consistency term ||x - phi(x)||^2 (output and truth).
+
+    ``warm_start: unet`` starts the solver's first-guess network (``model.first_guess: unet``)
+    from the weights the ``unet`` method of the same run has learned, so that the training budget
+    goes to the variational refinement; the two UNets must have the same depth and width.
+    """
 
     terms: ClassVar[tuple[str, ...]] = ("mse", "grad", "nll", "prior")
     loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0, "grad": 0.1, "prior": 0.1})
     mask_swap: float = Field(0.5, ge=0, le=1)
+    warm_start: str | None = Field(
+        None, description="a method of this run (unet) whose weights start model.first_guess"
+    )
+
+    @model_validator(mode="after")
+    def _warm_start_needs_a_first_guess(self) -> FourDVarNetSection:
+        if self.warm_start is not None:
+            if self.warm_start != "unet":
+                raise ValueError(f"warm_start '{self.warm_start}' invalid; choose 'unet' or null")
+            if self.model.get("first_guess") != "unet":
+                raise ValueError(
+                    "warm_start: unet needs model.first_guess: unet (the network it starts)"
+                )
+        return self
 
 
 # ----- data given to every method ----------------------------------------------------------
@@ -227,6 +246,9 @@ class MappingMethod:
     reconstruct: Callable[..., tuple[xr.DataArray, xr.DataArray | None]]
     learned: bool = True
     artifact: str = ".ckpt"
+    #: ``(section, sections by method name) -> methods whose artifacts fit reads``; raises
+    #: ValueError (one line) where the run's other sections do not fit with ``section``.
+    depends: Callable[[Section, dict[str, Section]], tuple[str, ...]] = lambda *_: ()
 
 
 METHODS: dict[str, MappingMethod] = {}
@@ -482,9 +504,13 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
         work_dir: Path,
         key: str,
         metadata: dict[str, Any],
+        inputs: dict[str, Path] | None = None,
     ) -> dict[str, Any]:
         """Train on the ``train`` split (and every ``extra`` realisation), validated on ``val``;
-        the averaged, else best-on-validation, else last weights go to ``artifact``."""
+        the averaged, else best-on-validation, else last weights go to ``artifact``.
+
+        ``inputs`` are the artifacts of the methods this one depends on (``warm_start``)."""
+        inputs = inputs or {}
         import shutil
 
         size, stride = patch_geometry(data.patch, train=True)
@@ -510,6 +536,14 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             i1 = int(batch.time_index.max()) + data.patch.time - 1
             return f"batch times {times[i0]} .. {times[min(i1, len(times) - 1)]}"
 
+        warm = getattr(section, "warm_start", None)
+        if warm is not None:
+            if warm not in inputs:
+                raise ConfigError(
+                    f"{name}.warm_start: '{warm}' has no trained model here (train it first)"
+                )
+            load_model_weights(model.first_guess, load_checkpoint(inputs[warm]))
+            log.info("%s: first guess warm-started from %s", name, inputs[warm])
         module = TaskModule(
             model,
             mapping_loss(
@@ -587,11 +621,49 @@ register(MappingMethod("unet", UNetSection, _fit_learned("unet"), _reconstruct_l
 register(
     MappingMethod("dincae", DincaeSection, _fit_learned("dincae"), _reconstruct_learned("dincae"))
 )
+
+
+def _fourdvarnet_depends(
+    section: FourDVarNetSection, sections: dict[str, Section]
+) -> tuple[str, ...]:
+    """The warm-start method, whose UNet must have the first guess's depth and width."""
+    if section.warm_start is None:
+        return ()
+    import inspect
+
+    from geodl.models import FourDVarNet, UNet
+
+    ws = section.warm_start
+    if ws not in sections:
+        raise ValueError(f"fourdvarnet.warm_start: '{ws}' is not among the methods of this run")
+    fg = inspect.signature(FourDVarNet).parameters
+    un = inspect.signature(UNet).parameters
+    other = sections[ws].model
+    for key in ("depth", "width", "padding"):
+        mine = section.model.get(
+            f"first_guess_{key}" if key != "padding" else "padding",
+            fg[f"first_guess_{key}" if key != "padding" else "padding"].default,
+        )
+        theirs = other.get(key, un[key].default)
+        if mine != theirs:
+            raise ValueError(
+                f"fourdvarnet.warm_start: {ws}.model.{key} is {theirs!r} but the first guess's is "
+                f"{mine!r} (fourdvarnet.model.{'first_guess_' if key != 'padding' else ''}{key})"
+            )
+    extra = sorted(set(other) - {"depth", "width", "padding"})
+    if extra:
+        raise ValueError(
+            f"fourdvarnet.warm_start: {ws}.model sets {extra}, which the first guess does not have"
+        )
+    return (ws,)
+
+
 register(
     MappingMethod(
         "fourdvarnet",
         FourDVarNetSection,
         _fit_learned("fourdvarnet"),
         _reconstruct_learned("fourdvarnet"),
+        depends=_fourdvarnet_depends,
     )
 )

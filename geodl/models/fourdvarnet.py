@@ -12,6 +12,7 @@ from geodl.errors import UserInputError
 from geodl.models.blocks import ConvLSTMCell, PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive, masked_input
 from geodl.models.outputs import MappingOutput, clamp_log_var
+from geodl.models.unet import UNet
 
 __all__ = ["PRIORS", "BilinearAEPrior", "FourDVarNet", "UNetPrior"]
 
@@ -117,6 +118,8 @@ class UNetPrior(nn.Module):
 
 #: Prior names accepted by :class:`FourDVarNet`.
 PRIORS = ("bilinear", "unet")
+#: First guesses accepted by :class:`FourDVarNet` (None: the observations, zeros at gaps).
+FIRST_GUESSES = (None, "unet")
 #: Down-sampling levels of the ``"unet"`` prior.
 UNET_PRIOR_LEVELS = 2
 
@@ -137,7 +140,8 @@ class FourDVarNet(nn.Module):
     both: at 5 % coverage the observation term would be 20 times weaker than the prior term, and
     the balance of the two would depend on the coverage of each patch. ``phi`` is a
     :class:`BilinearAEPrior` (``prior="bilinear"``) or a :class:`UNetPrior` (``prior="unet"``).
-    Starting from ``x_0 = y`` (zeros at gaps), each of the ``n_iter`` iterations computes
+    Starting from ``x_0 = y`` (zeros at gaps), or from a learned first guess ``x_0 = g(y, m)``
+    (``first_guess="unet"``: a :class:`~geodl.models.UNet`), each of the ``n_iter`` iterations computes
     ``g = dU/dx`` by autograd, normalises it by its root mean square at iteration 0 (per sample),
     feeds it to a ConvLSTM, and updates
     ``x_{k+1} = x_k - (lstm_out / (k + 1) + grad_step * (k + 1) / K * g)``. With ``project=True``
@@ -154,6 +158,14 @@ class FourDVarNet(nn.Module):
     the iterations is kept (``create_graph``) only when grad is enabled by the caller (training).
     ``detach=True`` cuts it between iterations (truncated back-propagation: memory of one
     iteration, gradients from the last one only).
+
+    Why a first guess: at 5 % coverage ``x_0 = y`` is zero almost everywhere, and each iteration
+    moves information only as far as the receptive fields of ``phi`` and the ConvLSTM, so a few
+    iterations cannot carry an observation across a 29-day window. The reference applications
+    start the solver from a large-scale field (an OI, 4dvarnet-core's augmented state); here a
+    small UNet gives that first guess, trained with the rest (and warm-started from a trained
+    UNet by the mapping task's ``fourdvarnet.warm_start``). The solver then refines it under the
+    variational cost.
 
     Why the final projection in training too: the reference solver projects only in evaluation
     mode; here training optimises what evaluation returns.
@@ -185,6 +197,12 @@ class FourDVarNet(nn.Module):
         (multi-scale, for fields the down-sampled bilinear prior cannot represent).
     project : bool
         Return ``phi(x_K)`` instead of ``x_K`` (the reference's final step).
+    first_guess : {None, "unet"}
+        Where the solver starts: ``None`` the observations (zeros at gaps, the reference's),
+        ``"unet"`` the output of a UNet on (``y``, ``m``) of depth ``first_guess_depth`` and width
+        ``first_guess_width`` (H and W divisible by ``2**first_guess_depth``).
+    first_guess_depth, first_guess_width : int
+        Size of the first-guess UNet.
     learn_weights : bool
         Learn :math:`\\alpha_o` and :math:`\\alpha_p` (stored as their logarithms, so they stay
         positive; initialised at ``obs_weight`` and ``prior_weight``). Their ratio sets how much
@@ -229,6 +247,9 @@ class FourDVarNet(nn.Module):
         prior: str = "bilinear",
         project: bool = True,
         learn_weights: bool = False,
+        first_guess: str | None = None,
+        first_guess_depth: int = 2,
+        first_guess_width: int = 16,
     ) -> None:
         super().__init__()
         check_padding(padding, "FourDVarNet")
@@ -241,6 +262,10 @@ class FourDVarNet(nn.Module):
             lstm_hidden=lstm_hidden,
             downsample=downsample,
         )
+        if first_guess not in FIRST_GUESSES:
+            raise UserInputError(
+                f"FourDVarNet: first_guess={first_guess!r}, expected one of {list(FIRST_GUESSES)}"
+            )
         if prior not in PRIORS:
             raise UserInputError(f"FourDVarNet: prior={prior!r}, expected one of {list(PRIORS)}")
         for key, value in (("obs_weight", obs_weight), ("prior_weight", prior_weight)):
@@ -258,6 +283,8 @@ class FourDVarNet(nn.Module):
         self.prior_name = prior
         # H and W must be divisible by the prior's total down-sampling.
         self.multiple = downsample if prior == "bilinear" else 2**UNET_PRIOR_LEVELS
+        if first_guess is not None:
+            self.multiple = math.lcm(self.multiple, 2**first_guess_depth)
         self.grad_step = grad_step
         self.detach = detach
         self.project_output = project
@@ -280,6 +307,22 @@ class FourDVarNet(nn.Module):
         self.lstm = ConvLSTMCell(k, lstm_hidden, padding=padding)
         self.lstm_out = PaddedConv(lstm_hidden, k, 1, bias=False)
         self.log_var_head = PaddedConv(k + lstm_hidden, k, 3, padding=padding) if variance else None
+        # Only built when asked for: the state dict of a model without it stays as it was.
+        self.first_guess = (
+            UNet(
+                in_channels,
+                n_times,
+                depth=first_guess_depth,
+                width=first_guess_width,
+                padding=padding,
+            )
+            if first_guess == "unet"
+            else None
+        )
+        if self.first_guess is not None:
+            # The learned steps start at zero: a warm-started first guess is not perturbed by an
+            # untrained ConvLSTM before the solver has learned anything.
+            nn.init.zeros_(self.lstm_out.conv.weight)
 
     @property
     def obs_weight(self) -> Tensor | float:
@@ -349,7 +392,13 @@ class FourDVarNet(nn.Module):
         with torch.inference_mode(False), torch.enable_grad():
             y = y.reshape(b, -1, h, w).detach().clone()  # (B, T*C, H, W)
             m = m.reshape(b, -1, h, w).clone()
-            state = y.clone().requires_grad_(True)
+            if self.first_guess is None:
+                state = y.clone().requires_grad_(True)
+            else:
+                with torch.set_grad_enabled(keep_graph):  # trained with the rest
+                    x0 = self.first_guess(y.reshape(shape), m.reshape(shape)).mean
+                x0 = x0.reshape(b, -1, h, w)  # (B, T*C, H, W)
+                state = x0 if keep_graph else x0.detach().requires_grad_(True)
             lstm_state = self.lstm.init_state(state)
             norm = None
             for k in range(self.n_iter):

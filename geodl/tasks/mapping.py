@@ -122,6 +122,11 @@ class _MappingBase(Section):
             raise ValueError(f"methods {unknown or '[]'} invalid; choose from {list(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods {self.methods} lists a method twice")
+        sections = {m: getattr(self, m) for m in self.methods}
+        for i, m in enumerate(self.methods):
+            for dep in METHODS[m].depends(sections[m], sections):
+                if dep not in self.methods[:i]:
+                    raise ValueError(f"methods: {m} needs {dep} trained first; list it before {m}")
         return self
 
 
@@ -453,13 +458,17 @@ def _artifact(method: str) -> str:
 def _train_stage(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
         cfg, prep = ctx.cfg, _prep(ctx)
-        METHODS[method].fit(
-            getattr(cfg, method),
+        entry = METHODS[method]
+        sections = {m: getattr(cfg, m) for m in cfg.methods}
+        deps = entry.depends(sections[method], sections)
+        entry.fit(
+            sections[method],
             _data(ctx),
             ctx.output(_artifact(method)),
             work_dir=ctx.run_dir,
             key=ctx.key,
             metadata={"config": cfg.model_dump(mode="json"), "grid": prep["grid"]},
+            **({"inputs": {d: ctx.input(_artifact(d)) for d in deps}} if deps else {}),
         )
 
     return run
@@ -573,13 +582,15 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
         )
     )
     prep_needs = (*base, "prepare")
+    sections = {m: getattr(cfg, m) for m in cfg.methods}
     for method in cfg.methods:
+        deps = METHODS[method].depends(sections[method], sections)
         stages.append(
             Stage(
                 f"train_{method}",
                 _train_stage(method),
-                sections=(method,),
-                needs=prep_needs,
+                sections=(method, *deps),
+                needs=(*prep_needs, *(f"train_{d}" for d in deps)),
                 outputs=(_artifact(method),),
             )
         )

@@ -180,3 +180,30 @@ def test_bad_cost_weights():
         FourDVarNet(1, 2, obs_weight=-1.0)
     with pytest.raises(UserInputError, match="prior_weight must be > 0 with learn_weights=True"):
         FourDVarNet(1, 2, prior_weight=0.0, learn_weights=True)
+
+
+def test_first_guess_starts_the_solver_and_is_trained_with_it():
+    obs, mask = _obs_and_mask(h=8, w=8)
+    torch.manual_seed(0)
+    net = FourDVarNet(1, 2, first_guess="unet", first_guess_depth=1, first_guess_width=4, **TINY)
+    plain = FourDVarNet(1, 2, **TINY)
+    plain.load_state_dict(
+        {k: v for k, v in net.state_dict().items() if not k.startswith("first_guess.")}
+    )
+    # the same solver from another start gives another analysis
+    assert not torch.allclose(net(obs, mask).mean, plain(obs, mask).mean)
+    net(obs, mask).mean.pow(2).mean().backward()
+    grads = [p.grad for p in net.first_guess.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    with torch.inference_mode():  # Lightning's evaluation mode
+        assert net(obs, mask).mean.shape == obs.shape
+    # without a first guess the state dict has no first-guess weights (old checkpoints load)
+    assert not any(k.startswith("first_guess.") for k in plain.state_dict())
+
+
+def test_first_guess_choices_and_patch_multiple():
+    with pytest.raises(UserInputError, match=r"first_guess='oi', expected one of \[None, 'unet'\]"):
+        FourDVarNet(1, 2, first_guess="oi", **TINY)
+    net = FourDVarNet(1, 2, first_guess="unet", first_guess_depth=3, **TINY)
+    with pytest.raises(UserInputError, match="divisible by 8"):
+        net(torch.zeros(1, 2, 1, 12, 12))
