@@ -71,12 +71,23 @@ class DynamicsModel:
         return len(self.mean)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        """One step of ``dt``: ``(..., D) -> (..., D)`` in the data's units (differentiable)."""
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)
-        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)
-        net = self.net.to(dtype=x.dtype, device=x.device)
-        z = ((x - mean) / std).reshape(-1, self.dim)
-        return (step_function(net)(z).reshape(x.shape)) * std + mean
+        """One step of ``dt``: ``(..., D) -> (..., D)`` in the data's units (differentiable).
+
+        The step is computed in the network's dtype and on its device; the result comes back in
+        ``x``'s dtype and on ``x``'s device.
+        """
+        # Why: the input is cast, never the network. ``nn.Module.to`` works in place, so casting
+        # the net to a float32 input would round float64 weights for good; per-dtype copies of
+        # the net would go stale when its weights change. Casts are differentiable, so gradients
+        # still reach ``x``.
+        param = next(self.net.parameters(), None)
+        dtype = param.dtype if param is not None else x.dtype
+        device = param.device if param is not None else x.device
+        mean = torch.as_tensor(self.mean, dtype=dtype, device=device)
+        std = torch.as_tensor(self.std, dtype=dtype, device=device)
+        z = ((x.to(dtype=dtype, device=device) - mean) / std).reshape(-1, self.dim)  # (N, D)
+        out = step_function(self.net)(z).reshape(x.shape) * std + mean  # (..., D)
+        return out.to(dtype=x.dtype, device=x.device)
 
     def forecast(self, x0: xr.DataArray | np.ndarray, n_steps: int) -> xr.DataArray:
         """Free rollout of ``n_steps`` from ``x0`` (``(component,)`` or ``(member, component)``).

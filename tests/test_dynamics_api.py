@@ -48,6 +48,29 @@ def test_save_load_roundtrip(model, l63, tmp_path):
         gd.DynamicsModel.load(tmp_path / "other.pt")
 
 
+def test_float32_step_leaves_float64_network_untouched():
+    from geodl.tasks.dynamics import ModelSection, build_dynamics_model
+
+    torch.manual_seed(0)
+    net = build_dynamics_model(ModelSection(), 3).double().eval()
+    with torch.no_grad():  # weights that float32 cannot hold (fresh ones are float32 values)
+        for p in net.parameters():
+            p.add_(1e-9 * torch.randn_like(p))
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    m = gd.DynamicsModel(
+        net, np.array([0.5, -1.0, 20.0]), np.array([8.0, 9.0, 7.0]), 0.01, ModelSection()
+    )
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 8
+    before = m.step(x)
+    single = m.step(x.float())
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single, before.float())  # computed in float64, rounded once
+    after = m.step(x)
+    assert after.dtype == torch.float64 and torch.equal(after, before)  # bit-identical
+    assert all(p.dtype == torch.float64 for p in m.net.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in m.net.state_dict().items())
+
+
 def test_divergent_forecast_is_cut_and_reported(model, l63, tmp_path):
     broken = gd.DynamicsModel.load(model.save(tmp_path / "m.pt"))
     with torch.no_grad():

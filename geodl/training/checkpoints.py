@@ -59,8 +59,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` and check it matches ``expected_config``.
 
-    Raises :class:`CheckpointMismatch` naming the differing keys, or when the checkpoint was written
-    by another geodl major version.
+    Raises :class:`CheckpointMismatch` naming the differing keys, when the checkpoint was written
+    by another geodl major version, or when it records no geodl version (not a geodl checkpoint).
     """
     path = Path(path)
     if not path.is_file():
@@ -72,13 +72,18 @@ def load_checkpoint(
             f"checkpoint '{path}' cannot be loaded safely ({type(exc).__name__}); "
             "it is corrupted or was not written by geodl"
         ) from None
-    meta = ckpt.get("geodl")
-    if not isinstance(meta, dict):
-        raise CheckpointMismatch(f"checkpoint '{path}' has no geodl metadata; not written by geodl")
-    major = str(meta.get("version", "0")).split(".")[0]
-    if major != _version().split(".")[0]:
+    meta = ckpt.get("geodl") if isinstance(ckpt, dict) else None
+    version = meta.get("version") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or not version:
+        # Why no default version: geodl's own major version may be 0, so a default of "0" would
+        # let any foreign checkpoint through the major-version check below.
         raise CheckpointMismatch(
-            f"checkpoint '{path}' was written by geodl {meta.get('version')}, this is "
+            f"checkpoint '{path}' has no geodl version; it was not written by geodl, or by a "
+            "geodl too old to record its version"
+        )
+    if version.split(".")[0] != _version().split(".")[0]:
+        raise CheckpointMismatch(
+            f"checkpoint '{path}' was written by geodl {version}, this is "
             f"{_version()}; retrain, or use the matching geodl major version"
         )
     if expected_config is not None:

@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from geodl.errors import UserInputError
-from geodl.training.checkpoints import average_state_dicts
+from geodl.training.checkpoints import average_state_dicts, stamp
 from geodl.training.module import TaskModule
 from geodl.training.spec import TrainSection
 
@@ -277,10 +277,9 @@ def _average(ckpt_dir: Path, metadata: dict[str, Any]) -> Path:
     paths = sorted((ckpt_dir / "epochs").glob("epoch*.ckpt"))
     states = [torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in paths]
     out = ckpt_dir / "averaged.ckpt"
-    AtomicCheckpointIO().save_checkpoint(
-        {"state_dict": average_state_dicts(states), "geodl": {**metadata, "averaged": len(paths)}},
-        out,
-    )
+    ckpt: dict[str, Any] = {"state_dict": average_state_dicts(states)}
+    stamp(ckpt, {**metadata, "averaged": len(paths)})  # the version, as load_checkpoint requires
+    AtomicCheckpointIO().save_checkpoint(ckpt, out)
     return out
 
 

@@ -139,6 +139,25 @@ def test_checkpoint_from_other_major_version(reference_run, tmp_path):
         load_checkpoint(tmp_path / "old.ckpt")
 
 
+@pytest.mark.parametrize(
+    "ckpt",
+    [
+        {"state_dict": {}, "geodl": {"config": {"demo": 1}}},  # a geodl entry without version
+        {"state_dict": {}},  # no geodl entry (e.g. a plain Lightning checkpoint)
+        {"state_dict": {}, "geodl": {"version": None}},
+    ],
+    ids=["no-version", "no-geodl-entry", "null-version"],
+)
+def test_checkpoint_without_geodl_version_is_refused(tmp_path, ckpt):
+    # geodl's major version may be 0: a missing version must not be read as "0" and pass.
+    path = tmp_path / "foreign.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointMismatch, match="not written by geodl") as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and f"'{path}'" in message and "no geodl version" in message
+
+
 def test_corrupted_checkpoint(tmp_path):
     path = tmp_path / "bad.ckpt"
     path.write_bytes(b"not a checkpoint")
@@ -210,7 +229,7 @@ def test_average_last_and_state_dict_average(tmp_path):
         log_dir=tmp_path / "l",
         key="k",
     )
-    ckpt = torch.load(result.averaged_path, weights_only=True)
+    ckpt = load_checkpoint(result.averaged_path)  # stamped with the version like any other
     assert ckpt["geodl"]["averaged"] == 2
     epochs = sorted((tmp_path / "c" / "epochs").glob("*.ckpt"))
     states = [torch.load(p, weights_only=True)["state_dict"] for p in epochs]
