@@ -13,11 +13,13 @@ Assimilate noisy, sparse observations of Lorenz-63 with the ETKF and score it::
 unobserved, on the model's time grid (step in ``attrs["dt"]``, a numeric ``time`` coordinate, or
 ``dt=``). ``model`` is the true model of a twin experiment (``"lorenz63"``, ``"lorenz96"``), a
 learned :class:`geodl.dynamics.DynamicsModel` or any differentiable one-step function ``(N, D) ->
-(N, D)`` (torch, float64). Methods: ``enkf`` (ETKF), ``enks`` (its smoother, ``lag`` steps),
+(N, D)`` (torch, float64). Methods: ``enkf`` (ETKF), ``enks`` (its smoother of lag ``lag`` steps:
+0 is the filter, a lag covering the record the full smoother, DAPPER's convention),
 ``threedvar`` (cycled 3D-Var, static background covariance), ``fourdvar`` (weak-constraint 4D-Var by
 autograd), ``fourdvarnet`` (a learned 4DVarNet trained by the ``assimilation`` task: ``model`` is
 its file, ``runs/NAME/model/fourdvarnet.pt``) and ``linear`` (interpolation of the observations,
-the floor every method must beat).
+the floor every method must beat). ``enkf``, ``enks`` and ``linear`` are the functions of
+:mod:`geodl.methods.assimilation`, the ones the ``assimilation`` task calls, with the same defaults.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import xarray as xr
 
 from geodl.dynamics import DynamicsModel, trajectory_array
 from geodl.errors import DataError, UserInputError
+from geodl.methods.assimilation import DEFAULT_LAG, ENSEMBLE_METHODS, ensemble, linear
 
 __all__ = ["METHODS", "assimilate", "score"]
 
@@ -124,7 +127,7 @@ def assimilate(
     forcing: float = 8.0,
     n_members: int = 10,
     inflation: float = 1.05,
-    lag: int = 0,
+    lag: int = DEFAULT_LAG,
     init_std: float = 2.0,
     background_cov: np.ndarray | None = None,
     background_scale: float = 0.1,
@@ -138,12 +141,16 @@ def assimilate(
 
     Returns a Dataset with ``analysis`` (the dims of ``obs``: the filter analysis at observed
     times and the forecast between them for ``enkf`` and ``threedvar``, the smoothed trajectory
-    for ``enks``, the 4D-Var estimate for ``fourdvar``) and, for the ensemble methods, ``spread``.
-    Options apply to the methods that use them: ``n_members``, ``inflation``, ``init_std``,
-    ``lag`` (ensembles), ``background_cov`` / ``background_scale`` (3D-Var; default: the scaled
-    covariance of the observations), ``model_std``, ``window``, ``n_iter``, ``n_outer`` (4D-Var).
+    for ``enks``, the 4D-Var estimate for ``fourdvar``) and, for the ensemble methods, ``spread``
+    (of the filter ensemble). Options apply to the methods that use them: ``n_members``,
+    ``inflation``, ``init_std`` (ensembles), ``lag`` (``enks``: smoother lag in steps; 0 gives the
+    ``enkf`` filter, a lag of at least the number of time steps the full smoother; the default is
+    the task's ``evaluate.enkf.lag``), ``background_cov`` / ``background_scale`` (3D-Var; default:
+    the scaled covariance of the observations), ``model_std``, ``window``, ``n_iter``,
+    ``n_outer`` (4D-Var). A component never observed in a trajectory is, for ``linear``, the
+    mean of that trajectory's observations.
     """
-    from geodl.baselines import cycled_3dvar, ensemble_smoother, interpolate_obs, weak_4dvar
+    from geodl.baselines import cycled_3dvar, weak_4dvar
 
     if method not in METHODS:
         raise UserInputError(f"method={method!r}: expected one of {list(METHODS)}")
@@ -157,20 +164,19 @@ def assimilate(
     if method == "fourdvarnet":
         est = torch.as_tensor(_fourdvarnet(model, values, dt, obs_std))
     elif method == "linear":
-        est = interpolate_obs(y)
-    elif method in ("enkf", "enks"):
-        res = ensemble_smoother(
+        est = linear(y)
+    elif method in ENSEMBLE_METHODS:
+        est, spread = ensemble(
+            method,
             _step(model, dt, forcing),
             y,
             obs_std=obs_std,
             n_members=n_members,
             inflation=inflation,
-            lag=(lag or values.shape[1]) if method == "enks" else 0,
+            lag=lag,
             init_std=init_std,
             seed=seed,
         )
-        est = res.smoother_mean if method == "enks" else res.filter_mean
-        spread = res.spread
     elif method == "threedvar":
         if background_cov is None:
             cov = _background_cov(y, obs_std, background_scale)
