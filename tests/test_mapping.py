@@ -300,3 +300,25 @@ def test_python_api_oi_and_dincae():
         geodl.mapping.fit(obs, truth, method="magic")
     with pytest.raises(DataError, match=r"dims \(time, y, x\)"):
         geodl.mapping.fit(obs.isel(time=0), truth.isel(time=0))
+
+
+@pytest.mark.parametrize("kind", ["swath", "nadir"])
+def test_task_and_observe_command_build_the_same_orbits(tmp_path, kind):
+    # the task once flew the swath on the nadir's repeat, spacing and satellite count
+    from geodl.tasks.simulate import observe_dataset
+
+    truth = tmp_path / "projected.nc"
+    make_field(nt=60, grid="projected", land=False).to_netcdf(truth)  # `geodl observe` needs km
+    cfg = _config(tmp_path, truth).read_text()
+    cfg = cfg.replace(
+        "obs: {kind: nadir, noise_std: 0.01, track_spacing_km: 120.0}",
+        f"obs: {{kind: {kind}, noise_std: 0.01, seed: 3}}",
+    )
+    (tmp_path / "exp.yaml").write_text(cfg)
+    out = tmp_path / "out"
+    assert main(["stage", "prepare", str(tmp_path / "exp.yaml"), "--out", str(out)]) == 0
+    task = xr.open_dataset(out / "obs.nc")["ssh_obs"]
+    with xr.open_dataset(truth) as ds:
+        cli = observe_dataset(kind, ds.load(), "ssh", noise_std=0.01, seed=3)["ssh_obs"]
+    np.testing.assert_array_equal(np.isfinite(task.values), np.isfinite(cli.values))
+    np.testing.assert_allclose(task.values, cli.values, equal_nan=True)

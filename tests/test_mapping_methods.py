@@ -300,3 +300,38 @@ def test_warm_start_orders_the_stages_and_the_api_refuses_it():
     obs = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
     with pytest.raises(UserInputError, match="trains one method"):
         geodl.mapping.fit(obs, ds["ssh"], method="fourdvarnet", model=FG, warm_start="unet")
+
+
+TWIN = {
+    "experiment": {"name": "c", "task": "mapping"},
+    "simulate": {"nx": 32},
+    "split": {"train": [0, 19], "val": [24, 31], "test": [36, 39]},
+    "patch": {"time": 5, "y": 32, "x": 32},
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"unet": {"model": {"depht": 2}}}, r"model keys \['depht'\] invalid for unet; choose from"),
+        ({"unet": {"model": {"n_times": 3}}}, r"model keys \['n_times'\] invalid for unet"),
+        ({"unet": {"loss": {"nll": 1.0}}}, r"loss terms \['nll'\] invalid here"),
+        ({"fourdvarnet": {"loss": {"nll": 1.0}}}, "'nll' needs model.variance: true"),
+        ({"obs": {"kind": "file"}}, "kind 'file' needs path and variable"),
+        ({"patch": {"time": 5, "y": 64, "x": 32}}, "larger than the simulated grid"),
+        ({"patch": {"time": 9, "y": 32, "x": 32}}, r"split.val \[24, 31\] is shorter than"),
+    ],
+)
+def test_config_mistakes_that_once_failed_late_fail_at_validation(extra, match):
+    # each of these passed `geodl config validate` and failed only after other stages ran
+    from geodl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match) as info:
+        validate({**TWIN, **extra}, experiment().schema)
+    assert "\n" not in str(info.value)
+
+
+def test_valid_variants_still_pass():
+    schema = experiment().schema
+    validate({**TWIN, "fourdvarnet": {"model": {"variance": True}, "loss": {"nll": 1.0}}}, schema)
+    validate({**TWIN, "methods": ["oi"], "patch": {"time": 40, "y": 64, "x": 64}}, schema)

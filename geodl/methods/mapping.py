@@ -138,9 +138,15 @@ class OISection(Section):
 
 
 class LearnedSection(Section):
-    """A learned method: model arguments, loss terms and weights, augmentation, training."""
+    """A learned method: model arguments, loss terms and weights, augmentation, training.
 
-    terms: ClassVar[tuple[str, ...]] = ("mse", "grad", "nll")
+    ``model`` keys are checked against the constructor of :data:`model_name`
+    (:data:`geodl.models.MODELS`) when the config is read, not when training starts.
+    """
+
+    terms: ClassVar[tuple[str, ...]] = ("mse", "grad")
+    #: The :data:`geodl.models.MODELS` entry built from ``model`` (None: not checked).
+    model_name: ClassVar[str | None] = None
     model: dict[str, Any] = Field(default_factory=dict)
     loss: dict[str, float] = Field(default_factory=lambda: {"mse": 1.0})
     mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
@@ -156,14 +162,29 @@ class LearnedSection(Section):
             raise ValueError(
                 f"loss terms {unknown or '{}'} invalid here; choose from {list(self.terms)}"
             )
+        if self.model_name is not None:
+            import inspect
+
+            from geodl.models import MODELS
+
+            params = inspect.signature(MODELS[self.model_name]).parameters
+            given = ("in_channels", "n_times")  # set by the method from the data and the patch
+            valid = [p for p in params if p not in (*given, "self")]
+            bad = sorted(set(self.model) - set(valid))
+            if bad:
+                raise ValueError(
+                    f"model keys {bad} invalid for {self.model_name}; choose from {valid}"
+                )
         return self
 
 
 class UNetSection(LearnedSection):
-    pass
+    model_name: ClassVar[str | None] = "unet"
 
 
 class DincaeSection(LearnedSection):
+    terms: ClassVar[tuple[str, ...]] = ("mse", "grad", "nll")
+    model_name: ClassVar[str | None] = "dincae"
     loss: dict[str, float] = Field(default_factory=lambda: {"nll": 1.0})
 
 
@@ -182,8 +203,12 @@ class FourDVarNetSection(LearnedSection):
         None, description="a method of this run (unet) whose weights start model.first_guess"
     )
 
+    model_name: ClassVar[str | None] = "fourdvarnet"
+
     @model_validator(mode="after")
     def _warm_start_needs_a_first_guess(self) -> FourDVarNetSection:
+        if "nll" in self.loss and not self.model.get("variance", False):
+            raise ValueError("loss term 'nll' needs model.variance: true (a variance head)")
         if self.warm_start is not None:
             if self.warm_start != "unet":
                 raise ValueError(f"warm_start '{self.warm_start}' invalid; choose 'unet' or null")

@@ -76,14 +76,15 @@ class ObsSection(Section):
         None, gt=0, description="noise std as a fraction of the truth's std (replaces noise_std)"
     )
     seed: int = 0
-    # nadir / swath
-    n_satellites: int = Field(4, gt=0)
-    repeat_days: float = Field(10.0, gt=0)
-    track_spacing_km: float = Field(250.0, gt=0)
-    track_angle_deg: float = 70.0
-    along_track_km: float = Field(7.0, gt=0)
-    swath_width_km: float = Field(50.0, gt=0)
-    gap_km: float = Field(20.0, ge=0)
+    # nadir / swath: null takes the kind's own default (geodl.obs.observe_nadir / observe_swath,
+    # as `geodl observe` does): 4 nadirs on a 10-day repeat, one swath on a 21-day repeat
+    n_satellites: int | None = Field(None, gt=0)
+    repeat_days: float | None = Field(None, gt=0)
+    track_spacing_km: float | None = Field(None, gt=0)
+    track_angle_deg: float | None = None
+    along_track_km: float | None = Field(None, gt=0)
+    swath_width_km: float | None = Field(None, gt=0)
+    gap_km: float | None = Field(None, ge=0)
     # clouds
     cover: float = Field(0.5, gt=0, lt=1)
     length_scale_km: float = Field(100.0, gt=0)
@@ -91,6 +92,12 @@ class ObsSection(Section):
     # file: gridded obs on the truth grid, or a point table (time, y|lat, x|lon, variable)
     path: str | None = None
     variable: str | None = None
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> ObsSection:
+        if self.kind == "file" and (self.path is None or self.variable is None):
+            raise ValueError("kind 'file' needs path and variable (the observation file and name)")
+        return self
 
 
 class SplitSection(Section):
@@ -122,6 +129,22 @@ class _MappingBase(Section):
             raise ValueError(f"methods {unknown or '[]'} invalid; choose from {list(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods {self.methods} lists a method twice")
+        learned = [m for m in self.methods if METHODS[m].learned]
+        if learned and self.data.path is None:  # the twin's grid is known from the config
+            nx = self.simulate.nx
+            if self.patch.y > nx or self.patch.x > nx:
+                raise ValueError(
+                    f"patch {self.patch.y} x {self.patch.x} (y x) is larger than the simulated "
+                    f"grid ({nx} x {nx}); lower patch.y / patch.x or raise simulate.nx"
+                )
+        for name in ("train", "val") if learned and self.data.path is None else ():  # daily
+            a, b = getattr(self.split, name)
+            numeric = isinstance(a, int | float) and isinstance(b, int | float)
+            if numeric and b - a + 1 < self.patch.time:
+                raise ValueError(
+                    f"split.{name} [{a:g}, {b:g}] is shorter than patch.time "
+                    f"({self.patch.time} days): no window fits; widen it or lower patch.time"
+                )
         sections = {m: getattr(self, m) for m in self.methods}
         for i, m in enumerate(self.methods):
             for dep in METHODS[m].depends(sections[m], sections):
@@ -237,17 +260,16 @@ def _observe(
     grid = Grid(time=days(truth[t_dim].values), y=y_km, x=x_km)
     field = truth.transpose(t_dim, y_dim, x_dim).values
     common = {"noise_std": noise_std, "seed": o.seed if seed is None else seed}
-    orbits = {
-        "n_satellites": o.n_satellites,
-        "repeat_days": o.repeat_days,
-        "track_spacing_km": o.track_spacing_km,
-        "track_angle_deg": o.track_angle_deg,
-    }
+    track = ("n_satellites", "repeat_days", "track_spacing_km", "track_angle_deg")
     if o.kind == "nadir":
-        made = observe_nadir(field, grid, along_track_km=o.along_track_km, **orbits, **common)
+        given = {k: getattr(o, k) for k in (*track, "along_track_km")}
+        made = observe_nadir(
+            field, grid, **{k: v for k, v in given.items() if v is not None}, **common
+        )
     elif o.kind == "swath":
+        given = {k: getattr(o, k) for k in (*track, "swath_width_km", "gap_km")}
         made = observe_swath(
-            field, grid, swath_width_km=o.swath_width_km, gap_km=o.gap_km, **orbits, **common
+            field, grid, **{k: v for k, v in given.items() if v is not None}, **common
         )
     elif o.kind == "clouds":
         made = observe_clouds(
