@@ -313,7 +313,10 @@ TWIN = {
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"unet": {"model": {"depht": 2}}}, r"model keys \['depht'\] invalid for unet; choose from"),
+        (
+            {"unet": {"model": {"depht": 2}}},
+            r"model keys \['depht'\] invalid for unet; choose from",
+        ),
         ({"unet": {"model": {"n_times": 3}}}, r"model keys \['n_times'\] invalid for unet"),
         ({"unet": {"loss": {"nll": 1.0}}}, r"loss terms \['nll'\] invalid here"),
         ({"fourdvarnet": {"loss": {"nll": 1.0}}}, "'nll' needs model.variance: true"),
