@@ -2,6 +2,9 @@
 
 User mistakes end with exit code 2 and one line on stderr; internal errors with exit code 1 (the
 traceback only with ``--debug``); Ctrl-C with exit code 130.
+
+Building the parser imports nothing heavy (no torch, Lightning or xarray): each command imports
+what it needs when it runs, so ``geodl --help`` and ``geodl --version`` return at once.
 """
 
 from __future__ import annotations
@@ -211,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="run on an existing Dask scheduler (address)")
     p.set_defaults(func=_cmd_convert)
 
-    from geodl.tasks.simulate import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS
+    from geodl.tasks.simulate_options import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS
 
     p = sub.add_parser("simulate", parents=[common], help="run an embedded simulator to a file")
     p.add_argument("system", choices=("lorenz63", "lorenz96", "qg"))

@@ -1,6 +1,24 @@
-"""Experiments: each task's config schema and stages, registered by task name."""
+"""Experiments: each task's config schema and stages, registered by task name.
 
-from geodl.tasks import assimilation, dynamics, emulation, mapping  # noqa: F401  (register the tasks)
-from geodl.tasks.registry import TASKS, ExperimentSection, get_task, load_config, register
+The task modules are imported on first use (:func:`get_task`, :func:`load_config`), not here.
+"""
 
-__all__ = ["TASKS", "ExperimentSection", "get_task", "load_config", "register"]
+from geodl.tasks.registry import (
+    TASK_MODULES,
+    TASKS,
+    ExperimentSection,
+    get_task,
+    load_config,
+    register,
+    task_names,
+)
+
+__all__ = [
+    "TASKS",
+    "TASK_MODULES",
+    "ExperimentSection",
+    "get_task",
+    "load_config",
+    "register",
+    "task_names",
+]

@@ -1,7 +1,14 @@
-"""Task registry and experiment loading: YAML file + ``--set`` overrides -> validated config."""
+"""Task registry and experiment loading: YAML file + ``--set`` overrides -> validated config.
+
+Why a table of module paths: a task module imports its whole stack (torch, Lightning, xarray), so
+it is imported on first use by :func:`get_task`, not when :mod:`geodl` or the CLI starts. Its
+import registers it (:func:`register`); tasks defined elsewhere (tests, plug-ins) register the
+same way.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,9 +17,26 @@ from geodl.config import Section, apply_overrides, read_yaml, validate
 from geodl.errors import ConfigError
 from geodl.pipeline import Experiment
 
-__all__ = ["ExperimentSection", "TASKS", "get_task", "load_config", "register"]
+__all__ = [
+    "ExperimentSection",
+    "TASKS",
+    "TASK_MODULES",
+    "get_task",
+    "load_config",
+    "register",
+    "task_names",
+]
 
+#: Registered experiments by task name (a built-in task appears once :func:`get_task` loaded it).
 TASKS: dict[str, Experiment] = {}
+
+#: Built-in tasks: task name -> the module whose import registers it.
+TASK_MODULES: dict[str, str] = {
+    "assimilation": "geodl.tasks.assimilation",
+    "dynamics": "geodl.tasks.dynamics",
+    "emulation": "geodl.tasks.emulation",
+    "mapping": "geodl.tasks.mapping",
+}
 
 
 class ExperimentSection(Section):
@@ -30,10 +54,18 @@ def register(experiment: Experiment) -> Experiment:
     return experiment
 
 
+def task_names() -> list[str]:
+    """Names of the built-in and the registered tasks, sorted."""
+    return sorted({*TASK_MODULES, *TASKS})
+
+
 def get_task(name: Any, source: str = "config") -> Experiment:
+    """The experiment of task ``name``, importing its module on first use."""
+    if isinstance(name, str) and name not in TASKS and name in TASK_MODULES:
+        importlib.import_module(TASK_MODULES[name])
     if not isinstance(name, str) or name not in TASKS:
         raise ConfigError(
-            f"{source}: key 'experiment.task' is {name!r}; expected one of {sorted(TASKS)}"
+            f"{source}: key 'experiment.task' is {name!r}; expected one of {task_names()}"
         )
     return TASKS[name]
 
@@ -51,7 +83,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, E
     section = raw.get("experiment")
     if not isinstance(section, dict) or "task" not in section:
         raise ConfigError(
-            f"{path}: missing required key 'experiment.task'; expected one of {sorted(TASKS)}"
+            f"{path}: missing required key 'experiment.task'; expected one of {task_names()}"
         )
     experiment = get_task(section["task"], str(path))
     raw = apply_overrides(raw, list(overrides), experiment.schema)
