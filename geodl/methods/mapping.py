@@ -14,8 +14,10 @@ Every method has the same two verbs:
 How to add a method: write the two functions and a :class:`Section` for its settings, then
 ``register(MappingMethod("name", Section, fit, reconstruct, learned=..., artifact=".ckpt"))``. The
 experiment schema (``geodl.tasks.mapping.build_schema``) then accepts ``methods: [name]`` and a
-section ``name:``; ``geodl.mapping.fit(..., method="name")`` works too. ``tests/test_mapping.py``
-registers a toy method this way.
+section ``name:``; ``geodl.mapping.fit(..., method="name")`` works too.
+``tests/test_mapping_methods.py`` registers a toy method this way. A method that starts from another one's result (4DVarNet's
+``warm_start``) says so with ``depends``: the task then trains that method first and passes its
+artifact to ``fit`` as ``inputs={name: path}``.
 """
 
 from __future__ import annotations
