@@ -338,3 +338,30 @@ def test_valid_variants_still_pass():
     schema = experiment().schema
     validate({**TWIN, "fourdvarnet": {"model": {"variance": True}, "loss": {"nll": 1.0}}}, schema)
     validate({**TWIN, "methods": ["oi"], "patch": {"time": 40, "y": 64, "x": 64}}, schema)
+
+
+def test_api_and_task_train_the_same_4dvarnet_by_default(monkeypatch):
+    # once the API and the config defaults differed (loss terms, mask swap)
+    import dataclasses
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(section, *args, **kwargs):
+        seen["section"] = section
+        raise Stop
+
+    entry = methods.METHODS["fourdvarnet"]
+    monkeypatch.setitem(methods.METHODS, "fourdvarnet", dataclasses.replace(entry, fit=spy))
+    ds = make_field(nt=30, ny=16, nx=16, grid="projected", land=False)
+    obs = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
+    with pytest.raises(Stop):
+        geodl.mapping.fit(obs, ds["ssh"], method="fourdvarnet", patch={"time": 4})
+    task = validate(TWIN, experiment().schema).fourdvarnet
+    api = seen["section"]
+    assert api.loss == task.loss and api.mask_swap == task.mask_swap and api.model == task.model
+    assert api.train.model_dump(exclude={"progress_bar"}) == task.train.model_dump(
+        exclude={"progress_bar"}
+    )
