@@ -152,15 +152,16 @@ class DynamicsModel:
         """Leading Lyapunov exponent of the learned dynamics (1 / time unit), by Benettin/QR from
         ``x0`` (default: the normalised origin's neighbourhood is avoided by starting from the
         mean plus one standard deviation)."""
-        from geodl.metrics import lyapunov_exponents
+        from geodl.sim import lyapunov_exponents
 
         x = self.mean + self.std if x0 is None else np.asarray(getattr(x0, "values", x0))
         z = torch.as_tensor((np.atleast_2d(x) - self.mean) / self.std, dtype=torch.float64)
         net = self.net.double().eval()
+        # Field in units of one step (dt = 1), no analytic jvp: autograd tangents of the network.
         lam = lyapunov_exponents(
             net.vector_field, z, dt=1.0, n_steps=n_steps, n_transient=n_transient
-        )[0]
-        return float(lam) / self.dt
+        )  # (batch, 1)
+        return float(lam.mean()) / self.dt
 
     def save(self, path: str | Path) -> Path:
         """Write the model (atomically) in the format of the ``dynamics`` task's ``model.pt``."""

@@ -7,6 +7,8 @@ extra dims such as ``member`` are averaged over), or as arrays/tensors shaped ``
 ``prediction`` and ``truth`` (and ``std``) are finite and ``mask`` is true. Spatial and temporal
 scales are returned in the grid's own units (km or degrees; days for datetime coordinates); arrays
 and tensors without coordinates use ``dx``/``dt`` (default 1: grid points and time steps).
+:func:`geodl.sim.lyapunov_exponents` is the one Lyapunov estimator: it is not here because metrics and
+sim are independent layers (``[tool.importlinter]`` in ``pyproject.toml``).
 
 :func:`score` returns the same dictionary for any method, so that every tool's reconstruction is
 scored the same way.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,6 @@ __all__ = [
     "calibration",
     "effective_resolution",
     "forecast_rmse",
-    "lyapunov_exponents",
     "mu",
     "nrmse",
     "psd_score",
@@ -483,95 +483,6 @@ def forecast_rmse(
     axes = tuple(a for a in range(err2.ndim) if a != 1)
     with np.errstate(invalid="ignore"):
         return np.sqrt(err2.sum(axis=axes) / valid.sum(axis=axes))
-
-
-def _gram_schmidt(m: Tensor) -> tuple[Tensor, Tensor]:
-    """QR of ``(B, N, k)`` by modified Gram-Schmidt: ``(Q, |diag R|)``.
-
-    Why not ``torch.linalg.qr``: for the few tangent vectors needed here, the LAPACK call costs
-    more than the whole RK4 step (measured 12 ms a call on a busy 2-core machine, torch 2.13).
-    """
-    cols, norms = [], []
-    for j in range(m.shape[2]):
-        v = m[:, :, j]
-        for q in cols:
-            v = v - (q * v).sum(1, keepdim=True) * q
-        norm = v.norm(dim=1, keepdim=True)
-        cols.append(v / norm)
-        norms.append(norm[:, 0])
-    return torch.stack(cols, dim=2), torch.stack(norms, dim=1)
-
-
-def lyapunov_exponents(
-    vector_field: Callable[[Tensor], Tensor],
-    x0: Tensor,
-    *,
-    dt: float,
-    n_steps: int,
-    n_transient: int = 0,
-    n_exponents: int = 1,
-    seed: int = 0,
-) -> np.ndarray:
-    """Leading Lyapunov exponents of ``dx/dt = f(x)`` (Benettin et al. 1980), in 1 / time unit.
-
-    The state ``x0`` ``(B, ...)`` (a batch of initial conditions, averaged) is integrated with RK4
-    step ``dt``; ``n_exponents`` tangent vectors are propagated by the tangent-linear model of the
-    RK4 step (Jacobian-vector products by autograd) and re-orthonormalised every step (QR by Gram-Schmidt);
-    exponents are the mean of ``log |diag(R)|`` over ``n_steps`` steps after ``n_transient``.
-    Works for any vector field made of torch operations (a trained network, or the true model)
-    that treats batch rows independently (tangents are folded into the batch).
-
-    Why not ``torch.func.jvp``: forward-mode AD measured 5x slower than the two reverse passes
-    used here on a Lorenz-63 step (torch 2.13, CPU).
-
-    Examples
-    --------
-    >>> import torch
-    >>> lam = lyapunov_exponents(lambda x: 0.5 * x, torch.ones(1, 2), dt=0.1, n_steps=10)
-    >>> round(float(lam[0]), 4)
-    0.5
-    """
-    if x0.ndim < 2:
-        raise UserInputError(
-            f"lyapunov_exponents: x0 has shape {tuple(x0.shape)}, expected (batch, ...)"
-        )
-    state_size = x0[0].numel()
-    if not 1 <= n_exponents <= state_size:
-        raise UserInputError(
-            f"lyapunov_exponents: n_exponents must be in 1..{state_size}, got {n_exponents}"
-        )
-    if not (dt > 0 and n_steps > 0 and n_transient >= 0):
-        raise UserInputError("lyapunov_exponents: need dt > 0, n_steps > 0 and n_transient >= 0")
-
-    def step(x: Tensor) -> Tensor:
-        k1 = vector_field(x)
-        k2 = vector_field(x + 0.5 * dt * k1)
-        k3 = vector_field(x + 0.5 * dt * k2)
-        k4 = vector_field(x + dt * k3)
-        return x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-
-    b, k = x0.shape[0], n_exponents
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.linalg.qr(torch.randn(b, state_size, k, generator=gen, dtype=torch.float64))[0]
-    q = q.to(x0)  # (B, N, k) orthonormal columns
-    # Tangents are folded into the batch: row b*k + j carries tangent j of sample b.
-    x = x0.detach().repeat_interleave(k, dim=0)  # (B*k, ...)
-    sums = torch.zeros(b, k, dtype=torch.float64)
-    for i in range(n_transient + n_steps):
-        v = q.transpose(1, 2).reshape(x.shape)  # (B*k, ...)
-        with torch.enable_grad():
-            xg = x.requires_grad_(True)
-            y = step(xg)
-            # J v by two reverse passes: g(u) = J^T u is linear in u, so dg/du^T v = J v.
-            u = torch.zeros_like(y, requires_grad=True)
-            (g,) = torch.autograd.grad(y, xg, u, create_graph=True)
-            (jv,) = torch.autograd.grad(g, u, v)
-        jq = jv.reshape(b, k, state_size).transpose(1, 2)  # (B, N, k)
-        q, r_diag = _gram_schmidt(jq)
-        if i >= n_transient:
-            sums += torch.log(r_diag).double()
-        x = y.detach()
-    return (sums.mean(0) / (n_steps * dt)).numpy()
 
 
 def score_units(

@@ -21,7 +21,7 @@ class BilinearResNet(nn.Module):
     so that quadratic dynamics such as Lorenz-63/96 are exactly representable; ``Phi`` is the RK4
     (or Euler) increment, which is the residual block of the network. ``forward(x)`` maps
     ``(..., D) -> (..., D)``; :meth:`vector_field` exposes ``f`` (e.g. for
-    :func:`geodl.metrics.lyapunov_exponent` or :class:`~geodl.models.neural_ode.NeuralODE`).
+    :func:`geodl.sim.lyapunov_exponents` or :class:`~geodl.models.neural_ode.NeuralODE`).
 
     References
     ----------

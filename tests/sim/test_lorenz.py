@@ -34,7 +34,7 @@ def test_lorenz63_leading_lyapunov_exponent_near_0906():
     # mean's sampling error is ~0.01, while 5% is 0.045.
     x0 = simulate_lorenz("lorenz63", n_trajectories=64, n_steps=0, spinup_steps=1000)[:, -1]
     f, jvp = lorenz_vector_field("lorenz63"), lorenz_tangent_field("lorenz63")
-    le = lyapunov_exponents(f, x0, 0.01, 2000, jvp=jvp, transient_steps=500)
+    le = lyapunov_exponents(f, x0, dt=0.01, n_steps=2000, n_transient=500, jvp=jvp)
     assert le.shape == (64, 1)
     assert abs(le.mean().item() - 0.906) < 0.05 * 0.906
 
@@ -54,7 +54,7 @@ def test_hand_written_tangent_matches_autodiff(system):
 def test_lorenz96_standard_setup_is_chaotic():
     x0 = simulate_lorenz("lorenz96", n_trajectories=2, n_steps=0, spinup_steps=500)[:, -1]
     f, jvp = lorenz_vector_field("lorenz96"), lorenz_tangent_field("lorenz96")
-    le = lyapunov_exponents(f, x0, 0.01, 1000, jvp=jvp)
+    le = lyapunov_exponents(f, x0, dt=0.01, n_steps=1000, jvp=jvp)
     # Literature value for 40 variables, F = 8: about 1.7 per time unit.
     assert 1.0 < le.mean().item() < 2.5
 
@@ -112,6 +112,6 @@ def test_lyapunov_bad_input():
     f = lorenz_vector_field("lorenz63")
     x0 = torch.ones((1, 3), dtype=torch.float64)
     with pytest.raises(UserInputError, match="n_exponents must be in 1..3"):
-        lyapunov_exponents(f, x0, 0.01, 100, n_exponents=4)
+        lyapunov_exponents(f, x0, dt=0.01, n_steps=100, n_exponents=4)
     with pytest.raises(UserInputError, match="n_steps >= renorm_every"):
-        lyapunov_exponents(f, x0, 0.01, 5, renorm_every=10)
+        lyapunov_exponents(f, x0, dt=0.01, n_steps=5, renorm_every=10)
