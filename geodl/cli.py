@@ -163,8 +163,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STAGE",
-        help="re-run STAGE and everything downstream; alone: re-run all and allow reusing the "
-        "run directory of another experiment",
+        help="re-run STAGE and everything downstream; alone: re-run every stage (a run "
+        "directory of another experiment is still refused)",
     )
     p.set_defaults(func=_cmd_run)
 

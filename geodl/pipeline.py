@@ -2,8 +2,12 @@
 
 An experiment is an ordered list of :class:`Stage` objects. Each stage declares the config sections it
 reads, the upstream stages it needs and the files it writes (relative to the run directory). Its cache
-key hashes its config sections, its code version, the keys of its upstream stages and fingerprints of
-its input files; a stage whose key is unchanged and whose outputs exist is skipped.
+key hashes its config sections, its code version and the geodl version, the keys of its upstream stages
+and fingerprints of its input files; a stage whose key is unchanged and whose outputs exist is skipped.
+
+Why the geodl version is in every key: a stage's ``version`` is bumped by hand and is easily forgotten;
+with the package version in the key, upgrading geodl re-runs every stage rather than reusing outputs
+written by older code.
 
 Why a record file per stage: the record (``.geodl/stages/NAME.json``) is deleted before a stage runs
 and written only after every output has been renamed into place. A run killed at any point (SIGKILL,
@@ -82,7 +86,9 @@ class Stage:
     ----------
     name : stage name, used on the command line (``geodl stage NAME``).
     run : function of a :class:`StageContext`; writes every declared output.
-    sections : config sections that form the stage's key.
+    sections : config entries that form the stage's key: top-level sections (``"evaluate"``) or
+        dotted paths into them (``"evaluate.methods"``). List exactly what the stage reads, so that
+        changing a setting re-runs the stages that use it and no other.
     needs : upstream stages whose outputs it reads.
     outputs : files or directories it writes, relative to the run directory.
     external_inputs : function of the config giving user files the stage reads (fingerprinted).
@@ -180,6 +186,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _geodl_version() -> str:
+    """Version of the installed geodl package (what the manifest records and every key holds)."""
+    return importlib.metadata.version("geodl")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,7 +213,7 @@ def environment() -> dict[str, Any]:
         else []
     )
     return {
-        "geodl": importlib.metadata.version("geodl"),
+        "geodl": _geodl_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "xarray": xarray.__version__,
@@ -221,8 +232,12 @@ def _identity(cfg: BaseModel) -> dict[str, str]:
     return {"name": exp.name, "task": exp.task}
 
 
-def prepare_run_dir(run_dir: Path, cfg: BaseModel, *, allow_other: bool) -> None:
-    """Create ``run_dir``, check it is writable and belongs to this experiment, write config.yaml."""
+def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
+    """Create ``run_dir``, check it is writable and belongs to this experiment, write config.yaml.
+
+    Why no override: ``--force`` re-runs stages; it never lets one experiment overwrite the config,
+    outputs and metrics of another. Reusing such a directory takes an explicit deletion.
+    """
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +250,7 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel, *, allow_other: bool) -> None
             "choose another with --out DIR"
         ) from None
     old_cfg = run_dir / "config.yaml"
-    if old_cfg.exists() and not allow_other:
+    if old_cfg.exists():
         try:
             old = read_yaml(old_cfg).get("experiment", {})
         except UserInputError:
@@ -246,7 +261,7 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel, *, allow_other: bool) -> None
             raise RunDirError(
                 f"run directory '{run_dir}' holds experiment {old_id['name']!r} "
                 f"(task {old_id['task']!r}), not {new['name']!r} (task {new['task']!r}); "
-                "use another --out DIR, or --force to reuse it"
+                "use another --out DIR, or delete that directory to reuse it"
             )
     atomic_write_text(old_cfg, dump_yaml(cfg))
     (run_dir / STATE_DIR / "stages").mkdir(parents=True, exist_ok=True)
@@ -280,15 +295,30 @@ def _read_record(run_dir: Path, name: str) -> dict[str, Any] | None:
         return None
 
 
+def _config_entry(dumped: dict[str, Any], path: str, stage: str) -> Any:
+    """The value at dotted ``path`` (``"evaluate.enkf.inflation"``) of a dumped config."""
+    value: Any = dumped
+    for i, part in enumerate(path.split(".")):
+        if not isinstance(value, dict) or part not in value:
+            where = ".".join(path.split(".")[:i]) or "the config"
+            raise RuntimeError(  # a wrong Stage declaration: a bug, not user input
+                f"stage '{stage}' declares section '{path}', but {where} has no entry '{part}'"
+            )
+        value = value[part]
+    return value
+
+
 def stage_key(stage: Stage, cfg: BaseModel, run_dir: Path, upstream: dict[str, str]) -> str:
-    """Cache key: stage name/version, its config sections, upstream keys, input fingerprints."""
+    """Cache key: stage name/version, geodl version, its config sections, upstream keys, input
+    fingerprints. ``upstream`` maps each of ``stage.needs`` to that stage's token."""
     dumped = cfg.model_dump(mode="json")
     inputs = [fingerprint(p) for p in (stage.external_inputs(cfg) if stage.external_inputs else [])]
     return config_digest(
         {
             "stage": stage.name,
             "version": stage.version,
-            "sections": {s: dumped.get(s) for s in stage.sections},
+            "geodl": _geodl_version(),
+            "sections": {s: _config_entry(dumped, s, stage.name) for s in stage.sections},
             "upstream": {n: upstream[n] for n in stage.needs},
             "inputs": inputs,
         }
@@ -328,7 +358,7 @@ def run_experiment(
     run_dir : run directory; created if needed.
     only : run just this stage (its upstream stages must have run before).
     force : stage names to re-run, with everything downstream of them.
-    force_all : re-run every stage, and allow reusing a directory of another experiment.
+    force_all : re-run every stage. A run directory of another experiment is refused all the same.
     echo : where progress lines go.
     """
     run_dir = Path(run_dir)
@@ -337,7 +367,7 @@ def run_experiment(
     for name in force:
         experiment.stage(name)  # validates the name
     selected = [experiment.stage(only)] if only else list(experiment.stages)
-    prepare_run_dir(run_dir, cfg, allow_other=force_all)
+    prepare_run_dir(run_dir, cfg)
     handler = _add_file_log(run_dir)
 
     old_manifest: dict[str, Any] = {}

@@ -91,9 +91,63 @@ def test_run_dir_of_another_experiment_is_refused(toy_config, tmp_path):
     _run(toy_config, out)
     other = tmp_path / "other.yaml"
     other.write_text("experiment:\n  name: other\n  task: toy\n")
-    with pytest.raises(RunDirError, match="holds experiment 'toy'.*--force"):
+    with pytest.raises(RunDirError, match="holds experiment 'toy'.*delete that directory"):
         _run(other, out)
-    assert _run(other, out, force_all=True).ran == ["a", "b", "c"]
+    # --force re-runs stages; it does not hand another experiment's directory over
+    with pytest.raises(RunDirError, match="holds experiment 'toy'"):
+        _run(other, out, force_all=True)
+    assert "name: toy" in (out / "config.yaml").read_text()
+
+
+def test_force_does_not_lift_the_other_experiment_guard_in_the_cli(toy_config, tmp_path, capsys):
+    from geodl.cli import main
+
+    out = tmp_path / "run"
+    _run(toy_config, out)
+    other = tmp_path / "other.yaml"
+    other.write_text("experiment:\n  name: other\n  task: toy\n")
+    lines = []
+    for extra in ([], ["--force"]):
+        assert main(["run", str(other), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err  # one line, no traceback
+        lines.append(err[0])
+    assert lines[0] == lines[1]
+    assert "holds experiment 'toy'" in lines[0] and "--out" in lines[0]
+    assert "--force" not in lines[0]  # the message no longer offers --force as the way out
+    assert main(["stage", "a", str(other), "--out", str(out), "--force"]) == 2
+    assert capsys.readouterr().err.strip() == lines[0]
+
+
+def test_new_geodl_version_reruns_every_stage(toy_config, tmp_path, monkeypatch):
+    from geodl import pipeline
+
+    out = tmp_path / "run"
+    _run(toy_config, out)
+    assert _run(toy_config, out).skipped == ["a", "b", "c"]
+    monkeypatch.setattr(pipeline, "_geodl_version", lambda: "999.0")
+    result = _run(toy_config, out)
+    assert result.ran == ["a", "b", "c"] and result.skipped == []
+    assert result.manifest["environment"]["geodl"] == "999.0"
+    assert _run(toy_config, out).skipped == ["a", "b", "c"]  # up to date again under 999.0
+
+
+def test_dotted_sections_key_on_that_entry_only(toy_config, tmp_path):
+    from geodl.pipeline import Stage, stage_key
+
+    stage = Stage("x", lambda ctx: None, sections=("b.scale",))
+
+    def key(sets):
+        return stage_key(stage, load_config(toy_config, sets)[0], tmp_path, {})
+
+    assert key([]) == key(["b.lines=5"]) == key(["a.value=7"])
+    assert key(["b.scale=5"]) != key([])
+    bad = Stage("y", lambda ctx: None, sections=("b.nope",))
+    cfg, _ = load_config(toy_config, [])
+    with pytest.raises(
+        RuntimeError, match="stage 'y' declares section 'b.nope', but b has no entry"
+    ):
+        stage_key(bad, cfg, tmp_path, {})
 
 
 def test_unwritable_output_dir(toy_config, tmp_path):

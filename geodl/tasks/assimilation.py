@@ -941,17 +941,37 @@ EXPERIMENT = register(
                 external_inputs=_external,
                 version=2,
             ),
+            # Each stage is keyed on the settings it reads, no more: tuning the EnKF does not
+            # retrain 4DVarNet. (The checkpoint's config copy and fit's resume key are records,
+            # not inputs.)
             Stage(
                 "train",
                 _train,
-                sections=("simulate", "observe", "fourdvarnet", "train", "evaluate"),
+                sections=(
+                    "fourdvarnet",
+                    "train",
+                    "evaluate.methods",  # whether a learned method is listed
+                    "simulate.system",
+                    "simulate.spinup_steps",
+                    "simulate.forcing",
+                    "observe.every",
+                    "observe.components",
+                    "observe.noise_std",
+                ),
                 needs=("simulate",),
                 outputs=("model",),
             ),
             Stage(
                 "evaluate",
                 _evaluate,
-                sections=("evaluate", "simulate", "observe", "fourdvarnet"),
+                sections=(
+                    "evaluate",
+                    "fourdvarnet.window",
+                    "simulate.system",
+                    "simulate.spinup_steps",
+                    "simulate.forcing",
+                    "observe.noise_std",
+                ),
                 needs=("simulate", "observe", "train"),
                 outputs=("metrics.json", "analysis.nc"),
                 version=3,  # 3: linear's never-observed components get their trajectory's mean
@@ -959,7 +979,7 @@ EXPERIMENT = register(
             Stage(
                 "report",
                 _report,
-                sections=(),
+                sections=("experiment.name",),
                 needs=("simulate", "observe", "train", "evaluate"),
                 outputs=("report",),
             ),

@@ -540,8 +540,8 @@ def _evaluate(ctx: StageContext) -> None:
 
     import torch
 
-    from geodl.metrics import forecast_rmse, lyapunov_exponents
-    from geodl.sim import lorenz_vector_field
+    from geodl.metrics import forecast_rmse
+    from geodl.sim import lorenz_vector_field, lyapunov_exponents
 
     cfg = ctx.cfg
     ev, s = cfg.evaluate, cfg.simulate
@@ -626,22 +626,31 @@ def _evaluate(ctx: StageContext) -> None:
         )
     x0 = torch.as_tensor(z_test[: ev.lyapunov_trajectories, 0])
     # Fields in units of one step (dt = 1): exponents per step, divided by dt to 1 / time unit.
+    # Leading exponent averaged over the trajectories; tangents by autograd (no analytic jvp).
     lam = (
-        lyapunov_exponents(
-            _field(model), x0, dt=1.0, n_steps=ev.lyapunov_steps, n_transient=ev.lyapunov_transient
-        )[0]
+        float(
+            lyapunov_exponents(
+                _field(model),
+                x0,
+                dt=1.0,
+                n_steps=ev.lyapunov_steps,
+                n_transient=ev.lyapunov_transient,
+            )[:, 0].mean()
+        )
         / dt
     )
     true_f = lorenz_vector_field(s.system, forcing=s.forcing)
     mean_t, std_t = torch.as_tensor(mean), torch.as_tensor(std)
     lam_true = (
-        lyapunov_exponents(
-            lambda zz: true_f(zz * std_t + mean_t) / std_t * dt,
-            x0,
-            dt=1.0,
-            n_steps=ev.lyapunov_steps,
-            n_transient=ev.lyapunov_transient,
-        )[0]
+        float(
+            lyapunov_exponents(
+                lambda zz: true_f(zz * std_t + mean_t) / std_t * dt,
+                x0,
+                dt=1.0,
+                n_steps=ev.lyapunov_steps,
+                n_transient=ev.lyapunov_transient,
+            )[:, 0].mean()
+        )
         / dt
     )
     lt = lam_ref if lam_ref is not None else float(lam_true)
@@ -787,14 +796,20 @@ EXPERIMENT = register(
             Stage(
                 "evaluate",
                 _evaluate,
-                sections=("evaluate",),
+                sections=(
+                    "evaluate",
+                    "model",  # rebuilds the network and names the method
+                    "simulate.system",
+                    "simulate.n_components",
+                    "simulate.forcing",
+                ),
                 needs=("simulate", "train"),
                 outputs=("metrics.json", "forecast.nc"),
             ),
             Stage(
                 "report",
                 _report,
-                sections=(),
+                sections=("experiment.name",),
                 needs=("simulate", "evaluate"),
                 outputs=("report",),
             ),

@@ -876,7 +876,8 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
             Stage(
                 f"train_{method}",
                 _train_stage(method),
-                sections=(method,),
+                # Not evaluate.threads: the thread count changes the speed, not the model.
+                sections=(method, "simulate.variable"),
                 needs=("simulate",),
                 outputs=(f"models/{method}.pt",),
             )
@@ -886,12 +887,20 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
         Stage(
             "evaluate",
             _evaluate,
-            sections=("evaluate", "methods"),
+            sections=("evaluate", "methods", "simulate", *cfg.methods),
             needs=("simulate", *trained),
             outputs=("metrics.json", "forecast.nc"),
         )
     )
-    stages.append(Stage("report", _report, sections=(), needs=("evaluate",), outputs=("report",)))
+    stages.append(
+        Stage(
+            "report",
+            _report,
+            sections=("methods", "experiment.name"),
+            needs=("evaluate",),
+            outputs=("report",),
+        )
+    )
     return tuple(stages)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,24 @@ def test_bad_local_prior_stencil_exits_2(tmp_path, capsys):
     assert main([*args, "--set", "fourdvarnet.stencil=4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fourdvarnet.stencil=4: the local prior needs an odd stencil" in err[0]
+
+
+def _stage_keys(overrides):
+    """Cache key of every stage for ``overrides`` of the quick config, computed without running."""
+    from geodl.pipeline import stage_key
+
+    cfg, exp = load_config(QUICK, overrides)
+    stages = exp.resolve(cfg).stages
+    upstream = {s.name: "same upstream" for s in stages}
+    return {s.name: stage_key(s, cfg, Path("unused"), upstream) for s in stages}
+
+
+def test_train_key_holds_what_train_reads_only():
+    base = _stage_keys([])
+    tuned = _stage_keys(["evaluate.enkf.inflation=[1.1]"])
+    assert tuned["train"] == base["train"]  # tuning the EnKF does not retrain 4DVarNet
+    assert tuned["evaluate"] != base["evaluate"]
+    for change in ("fourdvarnet.n_iter=3", "train.lr=0.01", "observe.every=4"):
+        assert _stage_keys([change])["train"] != base["train"], change
+    assert _stage_keys(["evaluate.burn_in=10"])["train"] == base["train"]
+    assert _stage_keys(["observe.seed=5"])["train"] == base["train"]  # train draws its own obs

@@ -1,0 +1,47 @@
+"""Every stage of the assimilation, dynamics and emulation tasks is keyed on what it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geodl.pipeline import stage_key
+from geodl.tasks import load_config
+
+QUICK = {
+    "assimilation": "configs/l63_assimilation_quick.yaml",
+    "dynamics": "configs/l63_dynamics_quick.yaml",
+    "emulation": "configs/qg_emulation_quick.yaml",
+}
+
+
+def _keys(task, overrides=()):
+    cfg, exp = load_config(QUICK[task], list(overrides))
+    stages = exp.resolve(cfg).stages
+    upstream = {s.name: "same upstream" for s in stages}
+    return {s.name: stage_key(s, cfg, Path("unused"), upstream) for s in stages}
+
+
+@pytest.mark.parametrize("task", sorted(QUICK))
+def test_every_declared_section_exists(task):
+    keys = _keys(task)  # a section the config lacks raises
+    assert keys and len(set(keys.values())) == len(keys)
+
+
+@pytest.mark.parametrize(
+    ("task", "override", "changed"),
+    [
+        ("dynamics", "evaluate.lead_steps=7", {"evaluate"}),
+        ("dynamics", "train.lr=0.5", {"train"}),
+        ("dynamics", "experiment.seed=3", set()),
+        ("emulation", "evaluate.threads=2", {"evaluate"}),  # speed only: no retraining
+        ("emulation", "cnn.width=4", {"train_cnn", "evaluate"}),
+        ("emulation", "evaluate.bound=50", {"evaluate"}),
+        ("assimilation", "evaluate.enkf.n_members=5", {"evaluate"}),
+        ("assimilation", "fourdvarnet.window=100", {"train", "evaluate"}),
+    ],
+)
+def test_a_setting_changes_the_keys_of_the_stages_that_read_it(task, override, changed):
+    base, new = _keys(task), _keys(task, [override])
+    assert {name for name in base if base[name] != new[name]} == changed
