@@ -666,18 +666,17 @@ def _fourdvarnet_depends(
     fg = inspect.signature(FourDVarNet).parameters
     un = inspect.signature(UNet).parameters
     other = sections[ws].model
-    for key in ("depth", "width", "padding"):
-        mine = section.model.get(
-            f"first_guess_{key}" if key != "padding" else "padding",
-            fg[f"first_guess_{key}" if key != "padding" else "padding"].default,
-        )
+    # the UNet's argument -> the first guess's argument of FourDVarNet
+    pairs = {"depth": "first_guess_depth", "width": "first_guess_width", "padding": "padding"}
+    for key, mine_key in pairs.items():
+        mine = section.model.get(mine_key, fg[mine_key].default)
         theirs = other.get(key, un[key].default)
         if mine != theirs:
             raise ValueError(
                 f"fourdvarnet.warm_start: {ws}.model.{key} is {theirs!r} but the first guess's is "
-                f"{mine!r} (fourdvarnet.model.{'first_guess_' if key != 'padding' else ''}{key})"
+                f"{mine!r} (fourdvarnet.model.{mine_key})"
             )
-    extra = sorted(set(other) - {"depth", "width", "padding"})
+    extra = sorted(set(other) - set(pairs))
     if extra:
         raise ValueError(
             f"fourdvarnet.warm_start: {ws}.model sets {extra}, which the first guess does not have"
