@@ -33,16 +33,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from geodl.atomic import atomic_path
 from geodl.config import validate
 from geodl.errors import DataError, UserInputError
-from geodl.tasks.dynamics import (
+from geodl.methods.dynamics import (
     ModelSection,
-    build_dynamics_model,
+    read_dynamics_checkpoint,
+    restore_dynamics_model,
+    save_dynamics_model,
     split_trajectories,
     step_function,
     train_dynamics,
     trajectory_array,
+    vector_field,
 )
 from geodl.training import TrainSection
 
@@ -159,13 +161,12 @@ class DynamicsModel:
         net = self.net.double().eval()
         # Field in units of one step (dt = 1), no analytic jvp: autograd tangents of the network.
         lam = lyapunov_exponents(
-            net.vector_field, z, dt=1.0, n_steps=n_steps, n_transient=n_transient
+            vector_field(net), z, dt=1.0, n_steps=n_steps, n_transient=n_transient
         )  # (batch, 1)
         return float(lam.mean()) / self.dt
 
     def save(self, path: str | Path) -> Path:
         """Write the model (atomically) in the format of the ``dynamics`` task's ``model.pt``."""
-        path = Path(path)
         meta = {
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
@@ -173,9 +174,7 @@ class DynamicsModel:
             "dim": self.dim,
             "config": {"model": self.model.model_dump(mode="json")},
         }
-        with atomic_path(path) as tmp:
-            torch.save({"state_dict": self.net.state_dict(), "geodl": meta}, tmp)
-        return path
+        return save_dynamics_model(path, self.net, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> DynamicsModel:
@@ -184,14 +183,12 @@ class DynamicsModel:
         if not path.is_file():
             raise DataError(f"model file '{path}' not found")
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            meta = ckpt["geodl"]
+            state_dict, meta = read_dynamics_checkpoint(path)
             m = validate(meta["config"]["model"], ModelSection, f"{path}: model")
         except (KeyError, TypeError, RuntimeError, OSError) as exc:
             raise DataError(f"{path} is not a geodl dynamics model ({exc})") from None
-        net = build_dynamics_model(m, int(meta["dim"])).double()
-        net.load_state_dict(ckpt["state_dict"])
-        net.eval().requires_grad_(False)
+        net = restore_dynamics_model(m, int(meta["dim"]), state_dict)
+        net.requires_grad_(False)
         return cls(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), float(meta["dt"]), m)
 
 

@@ -104,7 +104,7 @@ def test_bad_observations(twin):
 
 def test_learned_model_time_step_must_match(twin):
     from geodl.dynamics import DynamicsModel
-    from geodl.tasks.dynamics import ModelSection, build_dynamics_model
+    from geodl.methods.dynamics import ModelSection, build_dynamics_model
 
     net = build_dynamics_model(ModelSection(), 3).double()
     m = DynamicsModel(net, np.zeros(3), np.ones(3), dt=0.05, model=ModelSection())

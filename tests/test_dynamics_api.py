@@ -49,7 +49,7 @@ def test_save_load_roundtrip(model, l63, tmp_path):
 
 
 def test_float32_step_leaves_float64_network_untouched():
-    from geodl.tasks.dynamics import ModelSection, build_dynamics_model
+    from geodl.methods.dynamics import ModelSection, build_dynamics_model
 
     torch.manual_seed(0)
     net = build_dynamics_model(ModelSection(), 3).double().eval()

@@ -10,9 +10,9 @@ import torch
 import xarray as xr
 
 from geodl.cli import main
+from geodl.methods.dynamics import histogram_distance, leave_step
 from geodl.pipeline import run_experiment
 from geodl.tasks import load_config
-from geodl.tasks.dynamics import histogram_distance, leave_step
 
 QUICK = "configs/l63_dynamics_quick.yaml"
 TINY = [
