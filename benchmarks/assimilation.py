@@ -23,7 +23,7 @@ from pathlib import Path
 
 from geodl.pipeline import run_experiment
 from geodl.tasks import load_config
-from geodl.tasks.assimilation import dapper_table
+from geodl.tasks.assimilation_report import dapper_table
 
 CASES = {
     "l63_sakov": ("configs/l63_assimilation.yaml", []),

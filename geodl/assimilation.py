@@ -18,8 +18,9 @@ learned :class:`geodl.dynamics.DynamicsModel` or any differentiable one-step fun
 ``threedvar`` (cycled 3D-Var, static background covariance), ``fourdvar`` (weak-constraint 4D-Var by
 autograd), ``fourdvarnet`` (a learned 4DVarNet trained by the ``assimilation`` task: ``model`` is
 its file, ``runs/NAME/model/fourdvarnet.pt``) and ``linear`` (interpolation of the observations,
-the floor every method must beat). ``enkf``, ``enks`` and ``linear`` are the functions of
-:mod:`geodl.methods.assimilation`, the ones the ``assimilation`` task calls, with the same defaults.
+the floor every method must beat). The numerics are those of :mod:`geodl.methods.assimilation`,
+the ones the ``assimilation`` task calls: ``enkf``, ``enks`` and ``linear`` with the same defaults,
+the same 4DVarNet model files and the same scores.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ import xarray as xr
 
 from geodl.dynamics import DynamicsModel, trajectory_array
 from geodl.errors import DataError, UserInputError
-from geodl.methods.assimilation import DEFAULT_LAG, ENSEMBLE_METHODS, ensemble, linear
+from geodl.methods.assimilation import (
+    DEFAULT_LAG,
+    ENSEMBLE_METHODS,
+    apply_fourdvarnet,
+    ensemble,
+    fourdvarnet_info,
+    linear,
+    observed_background_cov,
+    true_step,
+    twin_scores,
+)
 
 __all__ = ["METHODS", "assimilate", "score"]
 
@@ -57,10 +68,7 @@ def _step(model: str | DynamicsModel | Step, dt: float, forcing: float) -> Step:
                 f"model={model!r}: expected one of {list(SYSTEMS)}, a geodl.dynamics."
                 "DynamicsModel or a one-step function"
             )
-        from geodl.sim import lorenz_vector_field, rk4_step
-
-        f = lorenz_vector_field(model, forcing=forcing)
-        return lambda x: rk4_step(f, x, dt)
+        return true_step(model, forcing, dt)
     if callable(model):
         return model
     raise UserInputError(
@@ -70,19 +78,13 @@ def _step(model: str | DynamicsModel | Step, dt: float, forcing: float) -> Step:
 
 def _fourdvarnet(model: Any, values: np.ndarray, dt: float, obs_std: float) -> np.ndarray:
     """Apply a 4DVarNet trained by the assimilation task (its model file) to ``values``."""
-    from geodl.tasks.assimilation import apply_fourdvarnet
-
     if not isinstance(model, str | Path) or not Path(model).is_file():
         raise UserInputError(
             f"method='fourdvarnet' needs model= the file of a trained 4DVarNet (e.g. "
             f"runs/l63_assimilation/model/fourdvarnet.pt), got {model!r}"
         )
-    try:
-        meta = torch.load(model, map_location="cpu", weights_only=True)["geodl"]
-        window, dim = int(meta["fourdvarnet"]["window"]), int(meta["dim"])
-        trained_dt, trained_std = float(meta["dt"]), float(meta["obs_std"])
-    except (KeyError, TypeError, RuntimeError, OSError) as exc:
-        raise DataError(f"{model} is not a geodl 4DVarNet model file ({exc})") from None
+    info = fourdvarnet_info(model)
+    window, dim, trained_dt, trained_std = info["window"], info["dim"], info["dt"], info["obs_std"]
     if values.shape[-1] != dim or not np.isclose(trained_dt, dt, rtol=1e-6):
         raise DataError(
             f"{model} was trained on {dim} components at dt={trained_dt:g}; the observations "
@@ -99,22 +101,6 @@ def _fourdvarnet(model: Any, values: np.ndarray, dt: float, obs_std: float) -> n
             "a learned solver is only valid for the noise it was trained on"
         )
     return apply_fourdvarnet(Path(model), values, window)
-
-
-def _background_cov(obs: torch.Tensor, obs_std: float, scale: float) -> torch.Tensor:
-    """Static background covariance: ``scale`` x the covariance of the complete observed states,
-    less the observation noise on the diagonal (floored at 10% of the variance)."""
-    rows = obs.reshape(-1, obs.shape[-1])
-    rows = rows[torch.isfinite(rows).all(dim=1)]
-    if len(rows) < obs.shape[-1] + 1:
-        raise DataError(
-            "threedvar: too few fully observed times to estimate a background covariance; "
-            "pass background_cov= (a (component, component) array)"
-        )
-    cov = torch.cov(rows.T).reshape(obs.shape[-1], obs.shape[-1])
-    diag = torch.clamp(cov.diagonal() - obs_std**2, min=0.1 * cov.diagonal().min())
-    cov = cov - torch.diag(cov.diagonal()) + torch.diag(diag)
-    return scale * cov
 
 
 def assimilate(
@@ -179,7 +165,7 @@ def assimilate(
         )
     elif method == "threedvar":
         if background_cov is None:
-            cov = _background_cov(y, obs_std, background_scale)
+            cov = observed_background_cov(y, obs_std, background_scale)
         else:
             cov = torch.as_tensor(np.asarray(background_cov, dtype=np.float64))
             if cov.shape != (values.shape[-1],) * 2:
@@ -198,17 +184,17 @@ def assimilate(
             n_iter=n_iter,
             n_outer=n_outer,
         )
-    est = est.detach().numpy()
-    if not np.isfinite(est).all():
+    analysis = est.detach().numpy()
+    if not np.isfinite(analysis).all():
         raise DataError(
             f"{method}: the analysis diverged (non-finite values); check obs_std, the model and "
             "its time step, or tune inflation / background_scale"
         )
     squeeze = obs.ndim == 2
-    out = {"analysis": est[0] if squeeze else est}
+    out = {"analysis": analysis[0] if squeeze else analysis}
     if spread is not None:
-        spread = spread.detach().numpy()
-        out["spread"] = spread[0] if squeeze else spread
+        members = spread.detach().numpy()
+        out["spread"] = members[0] if squeeze else members
     ds = xr.Dataset(
         {k: (obs.dims, v) for k, v in out.items()},
         coords={k: v for k, v in obs.coords.items()},
@@ -230,8 +216,6 @@ def score(
     ``rmse_analysis_dapper`` (the time mean of the instantaneous RMSE over components, DAPPER's
     ``rmse.a``). ``*_std``: the spread over trajectories.
     """
-    from geodl.tasks.assimilation import twin_scores
-
     est, _ = trajectory_array(estimate, 1.0, allow_nan=False)
     tru, _ = trajectory_array(truth, 1.0, allow_nan=False)
     if est.shape != tru.shape:

@@ -10,9 +10,10 @@ import xarray as xr
 import geodl.assimilation as da
 from geodl.errors import DataError
 from geodl.methods.assimilation import DEFAULT_LAG, linear
+from geodl.methods.assimilation import OBS_ONLY as METHODS
 from geodl.obs import observe_state
 from geodl.sim import simulate_lorenz
-from geodl.tasks.assimilation import METHODS, AssimilationConfig, _run_enkf
+from geodl.tasks.assimilation import AssimilationConfig, _run_enkf
 
 OBS_STD = 2**0.5
 DT = 0.01

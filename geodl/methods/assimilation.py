@@ -1,9 +1,39 @@
-"""Assimilation methods whose meaning the task and the Python API must share.
+"""Assimilation methods: one registry, ``name -> (settings section, run)``, and their numerics.
 
-The assimilation task (:mod:`geodl.tasks.assimilation`) and the Python API
-(:mod:`geodl.assimilation`) both call these functions, so that a method name and its options give
-the same estimate in either. So far this holds the ensemble methods (``enkf``, ``enks``) and
-``linear``; the other methods still call :mod:`geodl.baselines` directly.
+The assimilation task (:mod:`geodl.tasks.assimilation`) is stage wiring over this module, and the
+Python API (:mod:`geodl.assimilation`) calls the same functions, so that a method name and its
+options give the same estimate in either.
+
+Every method of a twin experiment is a :class:`TwinMethod` of :data:`METHODS` (DAPPER's shape: its
+parameters plus one verb): ``run(section, twin) -> (estimate, summary, tuning scores)`` on a
+:class:`TwinExperiment` (truth, observations, true model), and :func:`assess` runs and scores a
+list of them. The methods:
+
+- ``linear`` and ``climatology`` (:data:`OBS_ONLY`: the observations alone; the floor every method
+  must beat);
+- ``threedvar``: cycled 3D-Var with the true model and a static background covariance, the
+  climatological covariance (:func:`climatology_cov`) scaled by a factor tuned over
+  :attr:`ThreeDVarSection.scale` (:func:`tune_3dvar`);
+- ``enkf``: the ETKF with the true model, its multiplicative inflation tuned over
+  :attr:`EnKFSection.inflation` (:func:`tune_ensemble` over :func:`ensemble`); ``enks``: the
+  ensemble smoother of the same run, lag :attr:`EnKFSection.lag`;
+- ``fourdvar``: weak-constraint 4D-Var by autograd with the true model (:class:`FourDVarSection`);
+- ``fourdvarnet``: a learned prior and solver,
+  :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained by :func:`train_fourdvarnet`
+  on windows of separately simulated trajectories (the one function that writes its model file;
+  :func:`apply_fourdvarnet`, :func:`learned_step` and :func:`fourdvarnet_info` read it). Its
+  solver starts from the time interpolation of the observations or, with ``init: filter``, from
+  cycled 3D-Var run with the learned prior as the model: no true model either way;
+- ``fourdvar_learned``: the same weak-constraint 4D-Var, with the dynamics learned as the
+  4DVarNet prior instead of the true model.
+
+Twin experiments: :func:`read_twin_file`, :func:`truth_dataset`, :func:`obs_dataset`,
+:func:`analysis_dataset` and the DAPPER-style scores :func:`twin_scores`.
+
+How to add a method: write ``run(section, twin)`` and, if it has settings, a :class:`Section`;
+add a :class:`TwinMethod` to :data:`METHODS` and its name to :data:`MethodName` (which the task's
+schema checks ``evaluate.methods`` against). The task passes each method the section of its
+``section`` type in the config, so a new type of section also needs a field in the task's schema.
 
 Conventions (DAPPER's):
 
@@ -16,22 +46,216 @@ Conventions (DAPPER's):
   trajectory the mean of all that trajectory's observations. Why per trajectory: an estimate
   depends on its own trajectory's observations only, so assimilating a batch gives the same as
   assimilating each trajectory alone.
+- Tuned parameters (EnKF inflation, 3D-Var background scale) are chosen by the analysis RMSE of
+  the estimate against the truth of the twin experiment; a non-finite score counts as infinite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
+import xarray as xr
+from pydantic import Field, PositiveFloat
 from torch import Tensor
 
+from geodl.config import Section
 from geodl.errors import DataError, UserInputError
 
-__all__ = ["DEFAULT_LAG", "ENSEMBLE_METHODS", "ensemble", "linear"]
+if TYPE_CHECKING:
+    from torch.utils.data import TensorDataset
+
+    from geodl.training import TrainSection
+
+__all__ = [
+    "DEFAULT_LAG",
+    "ENSEMBLE_METHODS",
+    "METHODS",
+    "OBS_ONLY",
+    "EnKFSection",
+    "FourDVarNetSection",
+    "FourDVarSection",
+    "MethodName",
+    "ThreeDVarSection",
+    "TwinExperiment",
+    "Tuned",
+    "TwinMethod",
+    "analysis_dataset",
+    "assess",
+    "apply_fourdvarnet",
+    "climatology",
+    "climatology_cov",
+    "ensemble",
+    "fourdvarnet_info",
+    "learned_step",
+    "linear",
+    "obs_dataset",
+    "observed_background_cov",
+    "read_twin_file",
+    "train_fourdvarnet",
+    "true_step",
+    "truth_dataset",
+    "tune_3dvar",
+    "tune_ensemble",
+    "twin_scores",
+]
 
 ENSEMBLE_METHODS = ("enkf", "enks")
 DEFAULT_LAG = 100
 Step = Callable[[Tensor], Tensor]
+#: ``(estimate, summary for metrics.json, tuning scores {"name@value": analysis RMSE})``
+Tuned = tuple[np.ndarray, dict[str, Any], dict[str, float]]
+
+
+# ----- sections ----------------------------------------------------------------------------
+class EnKFSection(Section):
+    """ETKF/ETKS options; the inflation with the lowest analysis RMSE is kept (DAPPER-style tuning)."""
+
+    n_members: int = Field(10, ge=2)
+    inflation: list[float] = Field(default_factory=lambda: [1.0, 1.02, 1.05, 1.1], min_length=1)
+    lag: int = Field(
+        DEFAULT_LAG,
+        ge=0,
+        description="smoother lag in steps (method enks): 0 is the filter, a lag covering the "
+        "record the full smoother",
+    )
+    init_std: float = Field(2.0, gt=0)
+    seed: int = 0
+
+
+class ThreeDVarSection(Section):
+    """Cycled 3D-Var; ``B`` = scale x the climatological covariance of a separate simulation, the
+    scale with the lowest analysis RMSE is kept (DAPPER-style tuning, like the EnKF inflation)."""
+
+    scale: list[PositiveFloat] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2], min_length=1
+    )
+    clim_steps: int = Field(20000, ge=100, description="steps simulated for the climatology")
+    clim_seed: int = Field(12345, description="seed of that simulation (apart from the truth)")
+
+
+class FourDVarSection(Section):
+    window: int = Field(200, ge=2)
+    model_std: float = Field(0.01, gt=0, description="model error std per step")
+    n_iter: int = Field(50, gt=0)
+    n_outer: int = Field(3, gt=0)
+
+
+class FourDVarNetSection(Section):
+    """Learned DA model and its training windows (simulated apart from the evaluated truth)."""
+
+    window: int = Field(200, ge=4)
+    n_iter: int = Field(10, gt=0)
+    grad_iters: int | None = Field(
+        None, gt=0, description="training backpropagates through the last solver iterations only"
+    )
+    grad_norm: Literal["each", "first"] = Field(
+        "each", description="gradient normalised by its RMS at every iteration or the first"
+    )
+    lstm_hidden: int = Field(32, gt=0)
+    kernel: int = Field(5, gt=0)
+    n_bilinear: int = Field(6, gt=0)
+    prior: Literal["dense", "local"] = Field(
+        "dense", description="local: one bilinear stencil for every component (Lorenz-96)"
+    )
+    stencil: int = Field(5, gt=0, description="stencil width of the local prior (odd)")
+    freeze_prior: bool = Field(False, description="keep the pre-fitted prior fixed in training")
+    init: Literal["interp", "filter"] = Field(
+        "interp",
+        description="solver first guess: time interpolation of the obs, or cycled 3D-Var with "
+        "the learned prior as the model",
+    )
+    init_background_scale: float = Field(
+        0.1, gt=0, description="init filter: B = this x the climatological covariance"
+    )
+    grad_step: float = Field(0.2, ge=0)
+    prior_weight: float = Field(100.0, gt=0, description="initial weight (learned)")
+    prior_pretrain_iter: int = Field(200, ge=0, description="L-BFGS iterations on the prior")
+    prior_loss_weight: float = Field(1.0, ge=0)
+    n_train_trajectories: int = Field(8, gt=0)
+    n_train_steps: int = Field(4000, gt=0)
+    n_val_trajectories: int = Field(2, gt=0)
+    train_stride: int = Field(17, gt=0, description="odd strides vary the phase of observations")
+    seed: int = 100
+
+
+# ----- observation-only methods ------------------------------------------------------------
+def linear(obs: Tensor) -> Tensor:
+    """Linear interpolation in time of ``obs`` ``(B, T, D)`` (NaN where unobserved).
+
+    Constant before the first and after the last observation of a component; a component never
+    observed in a trajectory gets the mean of that trajectory's observations (see the module
+    docstring). A trajectory without any observation is an error.
+
+    Examples
+    --------
+    >>> nan = float("nan")
+    >>> linear(torch.tensor([[[nan, 1.0], [0.0, nan], [nan, nan], [2.0, nan]]]))[0].tolist()
+    [[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+    """
+    from geodl.baselines import interpolate_obs
+
+    if obs.ndim != 3:
+        raise UserInputError(
+            f"linear: obs has shape {tuple(obs.shape)}, expected (trajectory, time, component)"
+        )
+    empty = (~torch.isfinite(obs).any(dim=(1, 2))).nonzero()[:, 0].tolist()
+    if empty:
+        raise DataError(
+            f"linear: trajectories {empty} have no observation; nothing to interpolate "
+            "(drop them or add observations)"
+        )
+    return interpolate_obs(obs)
+
+
+def _linear(obs: np.ndarray) -> np.ndarray:
+    """:func:`linear` on ``(B, T, D)`` arrays."""
+    return linear(torch.as_tensor(obs)).numpy()
+
+
+def climatology(obs: np.ndarray) -> np.ndarray:
+    """Time mean of the observations ``(B, T, D)`` of each component, broadcast over time.
+
+    A component never observed in a trajectory gets the mean of all the observations.
+
+    Examples
+    --------
+    >>> climatology(np.array([[[1.0, np.nan], [3.0, np.nan]]])).tolist()
+    [[[2.0, 2.0], [2.0, 2.0]]]
+    """
+    mean = np.nanmean(obs, axis=-2, keepdims=True)
+    mean = np.where(np.isfinite(mean), mean, np.nanmean(obs))
+    return np.broadcast_to(mean, obs.shape).copy()
+
+
+#: Methods that need the observations ``(B, T, D)`` only, no model: name -> estimate ``(B, T, D)``.
+OBS_ONLY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": _linear,
+    "climatology": climatology,
+}
+
+
+# ----- classical methods with the true model -----------------------------------------------
+def true_step(system: str, forcing: float, dt: float) -> Step:
+    """One RK4 step of ``dt`` of the Lorenz ``system``: the true model of a twin experiment.
+
+    Examples
+    --------
+    >>> true_step("lorenz63", 8.0, 0.01)(torch.ones(2, 3)).shape
+    torch.Size([2, 3])
+    """
+    from geodl.sim import lorenz_vector_field, rk4_step
+
+    f = lorenz_vector_field(system, forcing=forcing)
+    return lambda x: rk4_step(f, x, dt)
 
 
 def ensemble(
@@ -97,29 +321,837 @@ def ensemble(
     return est, res.spread
 
 
-def linear(obs: Tensor) -> Tensor:
-    """Linear interpolation in time of ``obs`` ``(B, T, D)`` (NaN where unobserved).
+def _tune(
+    label: str,
+    values: Sequence[float],
+    run: Callable[[float], np.ndarray],
+    truth: np.ndarray,
+    times: np.ndarray,
+    burn_in: int,
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """``run(value)`` for each of ``values``; the estimate and value of the lowest analysis RMSE
+    and every score tried, ``{"label@value": rmse}``."""
+    if not values:
+        raise UserInputError(f"{label}: no value to try; give at least one")
+    best: tuple[float, float, np.ndarray] | None = None
+    tried: dict[str, float] = {}
+    for value in values:
+        est = run(value)
+        score = twin_scores(est, truth, times, burn_in)["rmse_analysis"]
+        if not math.isfinite(score):
+            score = math.inf
+        tried[f"{label}@{value:g}"] = score
+        if best is None or score < best[0]:
+            best = (score, value, est)
+    assert best is not None  # values is not empty
+    return best[2], best[1], tried
 
-    Constant before the first and after the last observation of a component; a component never
-    observed in a trajectory gets the mean of that trajectory's observations (see the module
-    docstring). A trajectory without any observation is an error.
+
+def tune_ensemble(
+    method: str,
+    step: Step,
+    obs: np.ndarray | Tensor,
+    truth: np.ndarray,
+    times: np.ndarray,
+    burn_in: int,
+    *,
+    obs_std: float,
+    n_members: int,
+    inflations: Sequence[float],
+    lag: int,
+    init_std: float,
+    seed: int,
+) -> Tuned:
+    """:func:`ensemble` for each of ``inflations``; keep the estimate of lowest analysis RMSE.
+
+    Parameters
+    ----------
+    method, step, obs_std, n_members, lag, init_std, seed : as in :func:`ensemble`.
+    obs : observations ``(B, T, D)``, NaN where unobserved.
+    truth : the true states ``(B, T, D)`` the scores are computed against.
+    times : ``(T,)`` booleans, the analysis (observed) times.
+    burn_in : first steps left out of the scores.
+    inflations : multiplicative inflations tried.
+
+    Returns
+    -------
+    (estimate, {"inflation", "n_members"}, {"method@inflation": analysis RMSE})
+    """
+    y = torch.as_tensor(obs, dtype=torch.float64)
+
+    def run(infl: float) -> np.ndarray:
+        return ensemble(
+            method,
+            step,
+            y,
+            obs_std=obs_std,
+            n_members=n_members,
+            inflation=infl,
+            lag=lag,
+            init_std=init_std,
+            seed=seed,
+        )[0].numpy()
+
+    est, infl, tried = _tune(method, inflations, run, truth, times, burn_in)
+    return est, {"inflation": infl, "n_members": n_members}, tried
+
+
+def climatology_cov(
+    system: str,
+    *,
+    n_steps: int,
+    dt: float,
+    spinup_steps: int,
+    dim: int,
+    forcing: float,
+    seed: int,
+) -> Tensor:
+    """Covariance ``(D, D)`` of the states of one simulated trajectory of ``n_steps`` steps.
 
     Examples
     --------
-    >>> nan = float("nan")
-    >>> linear(torch.tensor([[[nan, 1.0], [0.0, nan], [nan, nan], [2.0, nan]]]))[0].tolist()
-    [[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+    >>> kw = dict(dt=0.01, spinup_steps=100, dim=3, forcing=8.0, seed=0)
+    >>> climatology_cov("lorenz63", n_steps=500, **kw).shape
+    torch.Size([3, 3])
+    """
+    from geodl.sim import simulate_lorenz
+
+    clim = simulate_lorenz(
+        system,
+        n_steps=n_steps,
+        dt=dt,
+        spinup_steps=spinup_steps,
+        n_components=dim,
+        forcing=forcing,
+        seed=seed,
+    )[0]  # (T, D)
+    return torch.cov(clim.T).reshape(dim, dim)
+
+
+def tune_3dvar(
+    step: Step,
+    obs: np.ndarray | Tensor,
+    truth: np.ndarray,
+    times: np.ndarray,
+    burn_in: int,
+    *,
+    obs_std: float,
+    background_cov: Tensor,
+    scales: Sequence[float],
+) -> Tuned:
+    """Cycled 3D-Var with ``B = scale x background_cov`` for each of ``scales``; keep the estimate
+    of lowest analysis RMSE (``truth``, ``times``, ``burn_in`` as in :func:`tune_ensemble`).
+
+    Returns
+    -------
+    (estimate, {"background_scale"}, {"threedvar@scale": analysis RMSE})
+    """
+    from geodl.baselines import cycled_3dvar
+
+    y = torch.as_tensor(obs, dtype=torch.float64)
+
+    def run(scale: float) -> np.ndarray:
+        return cycled_3dvar(step, y, obs_std=obs_std, background_cov=scale * background_cov).numpy()
+
+    est, scale, tried = _tune("threedvar", scales, run, truth, times, burn_in)
+    return est, {"background_scale": scale}, tried
+
+
+# ----- learned 4DVarNet of states ----------------------------------------------------------
+def _build_net(n: FourDVarNetSection, dim: int) -> Any:
+    """The learned DA model; its prior steps in time units of one data step (dt = 1), where the
+    normalised Lorenz increments are small and a fresh network is of the right size."""
+    from geodl.models.fourdvarnet_state import StateFourDVarNet
+
+    return StateFourDVarNet(
+        dim,
+        dt=1.0,
+        n_iter=n.n_iter,
+        n_bilinear=n.n_bilinear,
+        lstm_hidden=n.lstm_hidden,
+        kernel=n.kernel,
+        grad_step=n.grad_step,
+        prior_weight=n.prior_weight,
+        prior=n.prior,
+        stencil=n.stencil,
+        grad_iters=n.grad_iters,
+        grad_norm=n.grad_norm,
+    )
+
+
+def _pretrain_prior(model: Any, truth: Tensor, n_iter: int) -> None:
+    """Fit the prior's one-step map to true windows ``(N, T, D)`` with float64 L-BFGS first: the
+    solver can only learn to descend a cost whose prior already means something (measured on L63:
+    test RMSE 0.95 after one epoch with a pre-fitted prior, 1.28 without)."""
+    prior = model.prior.double()
+    x = truth[:64].double()
+    opt = torch.optim.LBFGS(
+        prior.parameters(), lr=1.0, max_iter=n_iter, history_size=50, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = model.prior_loss(x)
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.mul_(0.1)  # start small: increments per step are small in normalised units
+    opt.step(closure)
+    prior.float()
+
+
+def _learned_3dvar(
+    prior: Any,
+    obs: np.ndarray,
+    norm: dict[str, list[float]],
+    background: dict[str, Any],
+    obs_std: float,
+) -> np.ndarray:
+    """First guess ``(B, T, D)`` (physical units) of ``fourdvarnet.init: filter``: cycled 3D-Var
+    with the learned prior as the model and B = scale x the climatological covariance. Why: a
+    trajectory that follows the (learned) dynamics between observations leaves the solver only
+    the jumps at analysis times to smooth, where the time interpolation is off the dynamics
+    everywhere and a few solver iterations cannot propagate the information across the gaps."""
+    from geodl.baselines import cycled_3dvar
+
+    m = torch.as_tensor(norm["mean"], dtype=torch.float64)
+    s = torch.as_tensor(norm["std"], dtype=torch.float64)
+    prior = copy.deepcopy(prior).double()
+    cov = torch.as_tensor(background["cov"], dtype=torch.float64) * background["scale"]
+    with torch.no_grad():
+        est = cycled_3dvar(
+            lambda x: prior((x - m) / s) * s + m,
+            torch.as_tensor(obs, dtype=torch.float64),
+            obs_std=obs_std,
+            background_cov=cov,
+        )
+    return est.numpy()
+
+
+def _windows(
+    traj: np.ndarray,
+    obs: np.ndarray,
+    window: int,
+    stride: int,
+    norm: dict[str, list[float]],
+    first_guess: np.ndarray | None = None,
+) -> TensorDataset:
+    """Normalised training windows ``(y, mask, first guess, truth)``, each ``(N, window, D)``; the
+    first guess is cut from ``first_guess`` (physical units) or, if None, the time interpolation
+    of the observations."""
+    from torch.utils.data import TensorDataset
+
+    from geodl.baselines import interpolate_obs
+
+    mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
+    starts = range(0, traj.shape[1] - window + 1, stride)
+    x = np.stack([traj[:, i : i + window] for i in starts], 1).reshape(-1, window, traj.shape[2])
+    y = np.stack([obs[:, i : i + window] for i in starts], 1).reshape(-1, window, traj.shape[2])
+    xt = torch.as_tensor((x - mean) / std, dtype=torch.float32)
+    yt = torch.as_tensor((y - mean) / std, dtype=torch.float32)
+    mask = torch.isfinite(yt).float()
+    if first_guess is None:
+        init = interpolate_obs(yt)
+    else:
+        g = np.stack([first_guess[:, i : i + window] for i in starts], 1).reshape(xt.shape)
+        init = torch.as_tensor((g - mean) / std, dtype=torch.float32)
+    return TensorDataset(torch.nan_to_num(yt), mask, init, xt)
+
+
+def train_fourdvarnet(
+    section: FourDVarNetSection,
+    train: TrainSection,
+    model_file: Path,
+    *,
+    system: str,
+    forcing: float,
+    spinup_steps: int,
+    dt: float,
+    dim: int,
+    every: int,
+    components: list[int] | None,
+    obs_std: float,
+    ckpt_dir: Path,
+    log_dir: Path,
+    key: str,
+    metadata: dict[str, Any],
+) -> int:
+    """Train the learned DA model on windows of twin experiments simulated for it; write
+    ``model_file``.
+
+    Parameters
+    ----------
+    section : the model, its solver and its training windows.
+    train : the optimisation (:func:`geodl.training.fit`); ``train.seed`` seeds the weights.
+    model_file : the file written: the weights of the best validation epoch and what applying
+        them needs (normalisation, background covariance of the ``filter`` first guess, ``dt``).
+    system, forcing, spinup_steps, dt, dim : the simulated Lorenz system (as
+        :func:`geodl.sim.simulate_lorenz`); its training and validation trajectories are seeded
+        ``section.seed`` and ``section.seed + 1000``.
+    every, components, obs_std : how they are observed (as :func:`geodl.obs.observe_state`).
+    ckpt_dir, log_dir, key, metadata : as in :func:`geodl.training.fit` and
+        :class:`geodl.training.TaskModule`.
+
+    Returns
+    -------
+    int
+        The number of epochs trained.
+    """
+    from geodl.obs import observe_state
+    from geodl.sim import simulate_lorenz
+    from geodl.training import TaskModule, fit, load_model_weights, torch_threads
+
+    n = section
+
+    def make(n_traj: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        traj = simulate_lorenz(
+            system,
+            n_trajectories=n_traj,
+            n_steps=n.n_train_steps,
+            dt=dt,
+            spinup_steps=spinup_steps,
+            n_components=dim,
+            forcing=forcing,
+            seed=seed,
+        ).numpy()
+        obs = observe_state(
+            traj, every=every, components=components, noise_std=obs_std, seed=seed + 1
+        )
+        return traj, obs
+
+    clim = simulate_lorenz(
+        system, n_trajectories=4, n_steps=5000, dt=dt, n_components=dim, forcing=forcing
+    )
+    norm = {"mean": clim.mean((0, 1)).tolist(), "std": clim.std((0, 1)).tolist()}
+    if n.prior == "local":  # one scale for all components keeps the dynamics translation invariant
+        norm = {"mean": [float(clim.mean())] * dim, "std": [float(clim.std())] * dim}
+    cov = np.cov(clim.reshape(-1, dim).numpy().T).reshape(dim, dim)
+    train_traj, train_obs = make(n.n_train_trajectories, n.seed)
+    val_traj, val_obs = make(n.n_val_trajectories, n.seed + 1000)
+    torch.manual_seed(train.seed)
+    model = _build_net(n, dim)
+    if n.prior_pretrain_iter > 0:
+        wins = _windows(train_traj, train_obs, n.window, n.train_stride, norm).tensors[3]
+        _pretrain_prior(model, wins, n.prior_pretrain_iter)
+    if n.freeze_prior:
+        model.prior.requires_grad_(False)
+    background = {"cov": cov.tolist(), "scale": n.init_background_scale}
+
+    def first_guess(obs: np.ndarray) -> np.ndarray | None:
+        if n.init == "interp":
+            return None
+        return _learned_3dvar(model.prior, obs, norm, background, obs_std)
+
+    train_set = _windows(
+        train_traj, train_obs, n.window, n.train_stride, norm, first_guess(train_obs)
+    )
+    val_set = _windows(val_traj, val_obs, n.window, n.train_stride, norm, first_guess(val_obs))
+    weight = 0.0 if n.freeze_prior else n.prior_loss_weight
+
+    def loss_fn(net: Any, batch: Any) -> dict[str, Tensor]:  # net: the StateFourDVarNet
+        y, m, init, x = batch
+        est = net(y, m, init)
+        rec = (est - x).pow(2).mean()
+        prior = net.prior_loss(x)
+        return {"loss": rec + weight * prior, "rec": rec, "prior": prior}
+
+    module = TaskModule(model, loss_fn, train, metadata=metadata)
+    with torch_threads(1):
+        result = fit(module, train_set, val_set, train, ckpt_dir=ckpt_dir, log_dir=log_dir, key=key)
+    if result.best_path is not None:  # the weights of the best validation epoch
+        load_model_weights(
+            module.model, torch.load(result.best_path, map_location="cpu", weights_only=True)
+        )
+    torch.save(
+        {
+            "state_dict": module.model.state_dict(),
+            "geodl": {
+                "norm": norm,
+                "background": background,
+                "obs_std": obs_std,
+                "dt": dt,
+                "dim": dim,
+                "epochs": result.epochs,
+                "fourdvarnet": n.model_dump(mode="json"),
+            },
+        },
+        model_file,
+    )
+    return int(result.epochs)
+
+
+def _load_net(model_file: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The trained learned-DA model (eval mode) and its normalisation ``(mean, std)``."""
+    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
+    meta = ckpt["geodl"]
+    model = _build_net(FourDVarNetSection(**meta["fourdvarnet"]), meta["dim"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, np.asarray(meta["norm"]["mean"]), np.asarray(meta["norm"]["std"])
+
+
+def fourdvarnet_info(model_file: str | Path) -> dict[str, Any]:
+    """What a 4DVarNet model file was trained for: ``window``, ``dim``, ``dt`` and ``obs_std``.
+
+    Raises
+    ------
+    DataError
+        If ``model_file`` is not a model file written by :func:`train_fourdvarnet`.
+    """
+    try:
+        meta = torch.load(model_file, map_location="cpu", weights_only=True)["geodl"]
+        return {
+            "window": int(meta["fourdvarnet"]["window"]),
+            "dim": int(meta["dim"]),
+            "dt": float(meta["dt"]),
+            "obs_std": float(meta["obs_std"]),
+        }
+    except (KeyError, TypeError, RuntimeError, OSError) as exc:
+        raise DataError(f"{model_file} is not a geodl 4DVarNet model file ({exc})") from None
+
+
+def learned_step(model_file: Path) -> Step:
+    """One step of the learned prior in physical units, float64: the model of ``fourdvar_learned``
+    (weak-constraint 4D-Var solved by L-BFGS with the dynamics learned by
+    :func:`train_fourdvarnet`)."""
+    model, mean, std = _load_net(model_file)
+    prior = model.prior.double()
+    m, s = torch.as_tensor(mean), torch.as_tensor(std)
+    return lambda x: prior((x - m) / s) * s + m
+
+
+def apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndarray:
+    """Analysis of ``obs`` ``(B, T, D)`` by overlapping windows (stride window/2), blended with
+    triangular weights so that window edges, which see observations on one side only, count less.
+
+    ``model_file`` is written by :func:`train_fourdvarnet`; ``T >= window``.
     """
     from geodl.baselines import interpolate_obs
 
-    if obs.ndim != 3:
-        raise UserInputError(
-            f"linear: obs has shape {tuple(obs.shape)}, expected (trajectory, time, component)"
+    model, mean, std = _load_net(model_file)
+    meta = torch.load(model_file, map_location="cpu", weights_only=True)["geodl"]
+    b, t, d = obs.shape
+    y = torch.as_tensor((obs - mean) / std, dtype=torch.float32)
+    guess = None
+    if meta["fourdvarnet"].get("init", "interp") == "filter":
+        norm = {"mean": mean.tolist(), "std": std.tolist()}
+        phys = _learned_3dvar(model.prior, obs, norm, meta["background"], meta["obs_std"])
+        guess = torch.as_tensor((phys - mean) / std, dtype=torch.float32)
+    stride = max(1, window // 2)
+    starts = list(range(0, t - window + 1, stride))
+    if starts[-1] != t - window:
+        starts.append(t - window)
+    wins = torch.stack([y[:, i : i + window] for i in starts], 1).reshape(-1, window, d)
+    mask = torch.isfinite(wins).float()
+    if guess is None:
+        init = interpolate_obs(wins)
+    else:
+        init = torch.stack([guess[:, i : i + window] for i in starts], 1).reshape(-1, window, d)
+    with torch.no_grad():
+        est = torch.cat(
+            [
+                model(torch.nan_to_num(wins[i : i + 256]), mask[i : i + 256], init[i : i + 256])
+                for i in range(0, len(wins), 256)
+            ]
+        ).reshape(b, len(starts), window, d)
+    ramp = torch.minimum(torch.arange(1, window + 1), torch.arange(window, 0, -1)).float()
+    acc = torch.zeros(b, t, d)
+    wsum = torch.zeros(t)
+    for k, i in enumerate(starts):
+        acc[:, i : i + window] += ramp[None, :, None] * est[:, k]
+        wsum[i : i + window] += ramp
+    return (acc / wsum[None, :, None]).double().numpy() * std + mean
+
+
+# ----- twin experiments: files and scores --------------------------------------------------
+def read_twin_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read and check a twin-experiment file: ``(truth, obs, dt)`` with arrays
+    ``(trajectory, time, component)``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> ds = xr.Dataset({"truth": (("time", "component"), np.zeros((5, 3))),
+    ...                  "obs": (("time", "component"), np.ones((5, 3)))}, attrs={"dt": 0.01})
+    >>> path = os.path.join(tempfile.mkdtemp(), "twin.nc"); ds.to_netcdf(path)
+    >>> truth, obs, dt = read_twin_file(path)
+    >>> truth.shape, dt
+    ((1, 5, 3), 0.01)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data.path: twin file '{path}' not found; give an existing NetCDF file")
+    from geodl.data import open_dataset
+
+    with open_dataset(path, dask=False) as ds:  # a one-line DataError if unreadable
+        for name in ("truth", "obs"):
+            if name not in ds.data_vars:
+                raise DataError(
+                    f"{path}: no variable '{name}' (found {sorted(map(str, ds.data_vars))}); a twin "
+                    "file needs truth(time, component) and obs(time, component)"
+                )
+        truth, obs = ds["truth"], ds["obs"]
+        for var in (truth, obs):
+            dims = tuple(map(str, var.dims))
+            if dims not in (("time", "component"), ("trajectory", "time", "component")):
+                raise DataError(
+                    f"{path}: variable '{var.name}' has dims {dims}; expected (time, component) or "
+                    "(trajectory, time, component); rename the dims (e.g. ds.rename(t='time'))"
+                )
+        if truth.dims != obs.dims or truth.shape != obs.shape:
+            raise DataError(
+                f"{path}: obs {dict(obs.sizes)} is not on the grid of truth {dict(truth.sizes)}; "
+                "interpolate or pad obs (NaN where unobserved) onto the time steps of truth"
+            )
+        if "time" in ds.coords and not np.array_equal(
+            truth["time"].values, obs["time"].values
+        ):  # pragma: no cover - xarray aligns variables of one dataset on a shared coordinate
+            raise DataError(f"{path}: obs and truth have different time coordinates")
+        if "dt" not in ds.attrs:
+            raise DataError(
+                f"{path}: missing global attribute 'dt' (the model time step between rows of "
+                "'time'); add it, e.g. ds.attrs['dt'] = 0.01"
+            )
+        dt = ds.attrs["dt"]
+        if not isinstance(dt, int | float | np.number) or not float(dt) > 0:
+            raise DataError(f"{path}: attribute dt={dt!r}; expected a positive number")
+        if "time" in truth.coords and truth.sizes["time"] > 1:
+            steps = np.diff(np.asarray(truth["time"].values, dtype=float))
+            if not np.allclose(steps, float(dt), rtol=1e-6, atol=0):
+                raise DataError(
+                    f"{path}: time steps {steps.min():g}..{steps.max():g} differ from dt={dt}; "
+                    "the truth must be on a regular grid of step dt"
+                )
+        t = truth.values.astype(np.float64)
+        o = obs.values.astype(np.float64)
+    if t.ndim == 2:
+        t, o = t[None], o[None]
+    if not np.isfinite(t).all():
+        raise DataError(f"{path}: truth holds NaN or infinite values; the truth must be complete")
+    if not np.isfinite(o).any():
+        raise DataError(f"{path}: obs is all NaN; nothing to assimilate")
+    return t, o, float(dt)
+
+
+def truth_dataset(traj: np.ndarray, dt: float, system: str, source: str) -> xr.Dataset:
+    """The truth ``(trajectory, time, component)`` of a twin experiment of ``system`` as a CF
+    Dataset (``truth`` variable, ``dt`` and ``source`` attributes).
+
+    Examples
+    --------
+    >>> truth_dataset(np.zeros((1, 4, 3)), 0.01, "lorenz63", "test")["truth"].dims
+    ('trajectory', 'time', 'component')
+    """
+    return xr.Dataset(
+        {
+            "truth": (
+                ("trajectory", "time", "component"),
+                traj,
+                {"long_name": f"{system} true state", "units": "1"},
+            )
+        },
+        coords={
+            "time": ("time", np.arange(traj.shape[1]) * dt, {"units": "model time units"}),
+            "component": np.arange(traj.shape[2]),
+        },
+        attrs={
+            "title": f"{system} twin experiment truth",
+            "source": source,
+            "dt": dt,
+            "Conventions": "CF-1.8",
+        },
+    )
+
+
+def obs_dataset(obs: np.ndarray, truth: xr.DataArray, dt: float, source: str) -> xr.Dataset:
+    """The observations ``obs`` (NaN where unobserved) of ``truth`` as a Dataset on its grid."""
+    return xr.Dataset(
+        {"obs": (truth.dims, obs, {"long_name": "observations (NaN where unobserved)"})},
+        coords=truth.coords,
+        attrs={"source": source, "dt": dt},
+    )
+
+
+def analysis_dataset(estimates: dict[str, np.ndarray]) -> xr.Dataset:
+    """The state estimates ``(trajectory, time, component)`` of each method, one variable each."""
+    return xr.Dataset(
+        {n: (("trajectory", "time", "component"), e) for n, e in estimates.items()},
+        attrs={"title": "state estimates of each method"},
+    )
+
+
+def twin_scores(
+    est: np.ndarray, truth: np.ndarray, times: np.ndarray, burn_in: int
+) -> dict[str, float]:
+    """RMSE over components and times per trajectory, then mean and std over trajectories.
+
+    Parameters
+    ----------
+    est, truth : ``(B, T, D)``.
+    times : ``(T,)`` booleans, the analysis times (scored by the ``rmse_analysis*`` keys).
+    burn_in : first steps left out of every score.
+
+    Returns
+    -------
+    dict
+        ``rmse`` (over every time), ``rmse_analysis`` (at analysis times), their ``*_std`` over
+        trajectories, and ``rmse_analysis_dapper`` (DAPPER's time mean of the instantaneous RMSE).
+
+    Examples
+    --------
+    >>> s = twin_scores(np.ones((1, 4, 2)), np.zeros((1, 4, 2)), np.ones(4, bool), 0)
+    >>> s["rmse"], s["rmse_analysis_dapper"]
+    (1.0, 1.0)
+    """
+    keep = np.arange(truth.shape[1]) >= burn_in
+    err2 = (est - truth) ** 2
+    whole = np.sqrt(err2[:, keep].mean(axis=(1, 2)))
+    at = np.sqrt(err2[:, keep & times].mean(axis=(1, 2)))
+    return {
+        "rmse": float(np.sqrt(err2[:, keep].mean())),
+        "rmse_std": float(whole.std()),
+        "rmse_analysis": float(np.sqrt(err2[:, keep & times].mean())),
+        "rmse_analysis_std": float(at.std()),
+        # DAPPER's convention: the time mean of the instantaneous RMSE over components (smaller
+        # than the root of the overall mean square when errors vary in time).
+        "rmse_analysis_dapper": float(np.sqrt(err2[:, keep & times].mean(axis=2)).mean()),
+    }
+
+
+# ----- the registry: every method of a twin experiment -------------------------------------
+@dataclass(frozen=True)
+class TwinExperiment:
+    """One twin experiment: DAPPER's ``HMM`` (the true model, the observation noise) with its
+    truth ``xx`` and observations ``yy``, as every method of :data:`METHODS` reads it.
+
+    Attributes
+    ----------
+    truth, obs : ``(B, T, D)``; ``obs`` NaN where unobserved.
+    times : ``(T,)`` booleans, the analysis (observed) times.
+    dt, system, forcing : the true model (:func:`true_step`).
+    spinup_steps : spin-up of the climatology simulations (3D-Var's background covariance).
+    obs_std : observation error standard deviation.
+    burn_in : first steps left out of the scores (and of the tuning).
+    model_file : the model file of :func:`train_fourdvarnet` (learned methods only).
+    """
+
+    truth: np.ndarray
+    obs: np.ndarray | Tensor
+    times: np.ndarray
+    dt: float
+    system: str
+    forcing: float
+    spinup_steps: int
+    obs_std: float
+    burn_in: int = 0
+    model_file: Path | None = None
+
+    def step(self) -> Step:
+        """The true model, one step of ``dt``."""
+        return true_step(self.system, self.forcing, self.dt)
+
+    def learned_file(self) -> Path:
+        """:attr:`model_file`, which the learned methods need."""
+        if self.model_file is None:
+            raise UserInputError("a learned method needs model_file= (train_fourdvarnet's file)")
+        return self.model_file
+
+
+@dataclass(frozen=True)
+class TwinMethod:
+    """A method of a twin experiment: its settings and its one verb (DAPPER's shape).
+
+    Attributes
+    ----------
+    name : the name in ``evaluate.methods``.
+    section : the type of the settings ``run`` takes (None: no settings).
+    run : ``(settings, twin) -> (estimate (B, T, D), summary, tuning scores)``.
+    learned : needs the 4DVarNet trained by :func:`train_fourdvarnet` (``twin.model_file``).
+    needs_obs_std : uses ``twin.obs_std`` (which must then be > 0).
+    """
+
+    name: str
+    section: type[Section] | None
+    run: Callable[[Any, TwinExperiment], Tuned]
+    learned: bool = False
+    needs_obs_std: bool = True
+
+
+def _run_obs_only(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
+    def run(_: Any, twin: TwinExperiment) -> Tuned:
+        return OBS_ONLY[name](np.asarray(twin.obs)), {}, {}
+
+    return run
+
+
+def _run_ensemble(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
+    def run(e: EnKFSection, twin: TwinExperiment) -> Tuned:
+        from geodl.training import torch_threads
+
+        with torch_threads(1):
+            return tune_ensemble(
+                name,
+                twin.step(),
+                twin.obs,
+                twin.truth,
+                twin.times,
+                twin.burn_in,
+                obs_std=twin.obs_std,
+                n_members=e.n_members,
+                inflations=e.inflation,
+                lag=e.lag,
+                init_std=e.init_std,
+                seed=e.seed,
+            )
+
+    return run
+
+
+def _run_3dvar(v: ThreeDVarSection, twin: TwinExperiment) -> Tuned:
+    from geodl.training import torch_threads
+
+    cov = climatology_cov(
+        twin.system,
+        n_steps=v.clim_steps,
+        dt=twin.dt,
+        spinup_steps=twin.spinup_steps,
+        dim=twin.truth.shape[2],
+        forcing=twin.forcing,
+        seed=v.clim_seed,
+    )
+    with torch_threads(1):
+        return tune_3dvar(
+            twin.step(),
+            twin.obs,
+            twin.truth,
+            twin.times,
+            twin.burn_in,
+            obs_std=twin.obs_std,
+            background_cov=cov,
+            scales=v.scale,
         )
-    empty = (~torch.isfinite(obs).any(dim=(1, 2))).nonzero()[:, 0].tolist()
-    if empty:
+
+
+def _run_4dvar(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
+    def run(fv: FourDVarSection, twin: TwinExperiment) -> Tuned:
+        from geodl.baselines import weak_4dvar
+        from geodl.training import torch_threads
+
+        step = learned_step(twin.learned_file()) if learned else twin.step()
+        with torch_threads(1):
+            est = weak_4dvar(
+                step,
+                torch.as_tensor(twin.obs, dtype=torch.float64),
+                obs_std=twin.obs_std,
+                model_std=fv.model_std,
+                window=fv.window,
+                n_iter=fv.n_iter,
+                n_outer=fv.n_outer,
+            )
+        return est.numpy(), {}, {}
+
+    return run
+
+
+def _run_fourdvarnet(n: FourDVarNetSection, twin: TwinExperiment) -> Tuned:
+    from geodl.training import torch_threads
+
+    with torch_threads(1):
+        return apply_fourdvarnet(twin.learned_file(), np.asarray(twin.obs), n.window), {}, {}
+
+
+#: Every method of a twin experiment (the assimilation task's ``evaluate.methods``).
+METHODS: dict[str, TwinMethod] = {
+    m.name: m
+    for m in (
+        TwinMethod("linear", None, _run_obs_only("linear"), needs_obs_std=False),
+        TwinMethod("climatology", None, _run_obs_only("climatology"), needs_obs_std=False),
+        TwinMethod("threedvar", ThreeDVarSection, _run_3dvar),
+        TwinMethod("enkf", EnKFSection, _run_ensemble("enkf")),
+        TwinMethod("enks", EnKFSection, _run_ensemble("enks")),
+        TwinMethod("fourdvar", FourDVarSection, _run_4dvar(learned=False)),
+        TwinMethod(
+            "fourdvarnet", FourDVarNetSection, _run_fourdvarnet, learned=True, needs_obs_std=False
+        ),
+        TwinMethod("fourdvar_learned", FourDVarSection, _run_4dvar(learned=True), learned=True),
+    )
+}
+
+
+def assess(
+    twin: TwinExperiment, runs: Sequence[tuple[str, Any]], log: logging.Logger
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, float]]:
+    """Run each ``(name, settings)`` of ``runs`` (:data:`METHODS`) on ``twin``; score them all.
+
+    Parameters
+    ----------
+    twin : the twin experiment.
+    runs : method names and the settings (their :attr:`TwinMethod.section`, or None) to run with.
+    log : where each method's scores are logged.
+
+    Returns
+    -------
+    (scores, estimates, tuning)
+        ``scores[name]``: :func:`twin_scores`, the method's summary and its wall time ``time_s``,
+        plus ``scores["observations"]`` (the observations where they exist, at analysis times);
+        ``estimates[name]``: ``(B, T, D)``; ``tuning``: every tuned method's scores tried.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    estimates: dict[str, np.ndarray] = {}
+    tuning: dict[str, float] = {}
+    for name, settings in runs:
+        t0 = time.perf_counter()
+        est, extra, tried = METHODS[name].run(settings, twin)
+        tuning.update(tried)
+        if not np.isfinite(est).all():
+            raise RuntimeError(f"method {name} produced non-finite values")  # a bug, not input
+        estimates[name] = est
+        results[name] = {
+            **twin_scores(est, twin.truth, twin.times, twin.burn_in),
+            **extra,
+            "time_s": round(time.perf_counter() - t0, 3),
+        }
+        log.info("method %s: %s", name, results[name])
+    obs, truth = np.asarray(twin.obs), twin.truth
+    scores = twin_scores(np.where(np.isfinite(obs), obs, truth), truth, twin.times, twin.burn_in)
+    results["observations"] = {k: v for k, v in scores.items() if "analysis" in k}
+    return results, estimates, tuning
+
+
+#: The names of :data:`METHODS`, as the config schema checks them.
+MethodName = Literal[
+    "linear",
+    "climatology",
+    "threedvar",
+    "enkf",
+    "enks",
+    "fourdvar",
+    "fourdvarnet",
+    "fourdvar_learned",
+]
+
+
+def observed_background_cov(obs: Tensor, obs_std: float, scale: float) -> Tensor:
+    """Static background covariance without a climatology: ``scale`` x the covariance of the
+    completely observed states of ``obs`` ``(B, T, D)``, less the observation noise on the
+    diagonal (floored at 10% of the smallest variance).
+
+    Examples
+    --------
+    >>> obs = torch.randn(1, 50, 2, dtype=torch.float64)
+    >>> observed_background_cov(obs, 0.1, 0.5).shape
+    torch.Size([2, 2])
+    """
+    rows = obs.reshape(-1, obs.shape[-1])
+    rows = rows[torch.isfinite(rows).all(dim=1)]
+    if len(rows) < obs.shape[-1] + 1:
         raise DataError(
-            f"linear: trajectories {empty} have no observation; nothing to interpolate "
-            "(drop them or add observations)"
+            "threedvar: too few fully observed times to estimate a background covariance; "
+            "pass background_cov= (a (component, component) array)"
         )
-    return interpolate_obs(obs)
+    cov = torch.cov(rows.T).reshape(obs.shape[-1], obs.shape[-1])
+    diag = torch.clamp(cov.diagonal() - obs_std**2, min=0.1 * cov.diagonal().min())
+    cov = cov - torch.diag(cov.diagonal()) + torch.diag(diag)
+    return scale * cov

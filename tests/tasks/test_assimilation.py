@@ -12,9 +12,9 @@ import xarray as xr
 
 from geodl.cli import main
 from geodl.errors import DataError
+from geodl.methods.assimilation import _learned_3dvar, _load_net, read_twin_file
 from geodl.pipeline import run_experiment
 from geodl.tasks import load_config
-from geodl.tasks.assimilation import _learned_3dvar, _load_net, read_twin_file
 
 QUICK = "configs/l63_assimilation_quick.yaml"
 FAST = [
