@@ -15,9 +15,13 @@ EARTH_KM_PER_DEG = 111.195
 
 
 def days(time: np.ndarray) -> np.ndarray:
-    """Time coordinate in days since its first value (numeric axes are taken as days already)."""
+    """Time coordinate in days since its first value: datetime64, cftime (object arrays of
+    dates) or numeric (taken as days already)."""
+    time = np.asarray(time)
     if np.issubdtype(time.dtype, np.datetime64):
         return (time - time[0]) / np.timedelta64(1, "D")
+    if time.dtype == object and time.size and hasattr(time.flat[0], "year"):  # cftime
+        return np.array([(t - time.flat[0]).total_seconds() / 86400.0 for t in time.flat])
     return np.asarray(time, dtype=np.float64)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "ResolutionBoundWarning",
     "calibration",
     "effective_resolution",
+    "relative_to",
     "forecast_rmse",
     "mu",
     "nrmse",
@@ -483,6 +485,27 @@ def forecast_rmse(
     axes = tuple(a for a in range(err2.ndim) if a != 1)
     with np.errstate(invalid="ignore"):
         return np.sqrt(err2.sum(axis=axes) / valid.sum(axis=axes))
+
+
+def relative_to(results: dict[str, dict[str, Any]], reference: str) -> dict[str, dict[str, Any]]:
+    """Every method's :func:`score` against ``reference``'s: ``rmse_ratio_<ref>``,
+    ``lambda_x_ratio_<ref>`` (below 1: better) and ``mu_gain_<ref>`` (above 0: better).
+
+    >>> out = relative_to({"oi": {"rmse": 2.0, "lambda_x": 100.0, "mu": 0.8},
+    ...                    "unet": {"rmse": 1.0, "lambda_x": 50.0, "mu": 0.9}}, "oi")
+    >>> out["unet"]["rmse_ratio_oi"], out["unet"]["lambda_x_ratio_oi"], out["oi"] == {
+    ...     "rmse": 2.0, "lambda_x": 100.0, "mu": 0.8}
+    (0.5, 0.5, True)
+    """
+    ref = results[reference]
+    out = {}
+    for method, r in results.items():
+        out[method] = dict(r)
+        if method != reference:
+            out[method][f"rmse_ratio_{reference}"] = r["rmse"] / ref["rmse"]
+            out[method][f"lambda_x_ratio_{reference}"] = r["lambda_x"] / ref["lambda_x"]
+            out[method][f"mu_gain_{reference}"] = r["mu"] - ref["mu"]
+    return out
 
 
 def score_units(

@@ -43,3 +43,15 @@ def test_unknown_or_mixed_units_are_one_line():
         grid_km(_grid("km", "furlong"), "y", "x")
     with pytest.raises(DataError, match="one is in degrees and the other is not"):
         grid_km(_grid("degrees_north", "km"), "y", "x")
+
+
+def test_days_reads_datetime64_cftime_and_numbers():
+    import cftime
+
+    from geodl.grid import days
+
+    noleap = np.array([cftime.DatetimeNoLeap(2001, 2, 27), cftime.DatetimeNoLeap(2001, 3, 1)])
+    np.testing.assert_allclose(days(noleap), [0.0, 2.0])  # no 29 February in that calendar
+    dates = np.array(["2000-02-28", "2000-03-01"], dtype="datetime64[ns]")
+    np.testing.assert_allclose(days(dates), [0.0, 2.0])
+    np.testing.assert_allclose(days(np.array([3.0, 4.5])), [3.0, 4.5])

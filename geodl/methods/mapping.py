@@ -52,11 +52,17 @@ __all__ = [
     "OITuneSection",
     "PatchSection",
     "UNetSection",
+    "check_methods",
     "get_method",
+    "member_sources",
     "mapping_loss",
     "observed_scales",
     "patch_geometry",
+    "prediction_dataset",
     "register",
+    "score_reconstructions",
+    "split_labels",
+    "summarise_inputs",
 ]
 
 log = logging.getLogger("geodl.mapping")
@@ -339,6 +345,205 @@ def observed_scales(
         except UserInputError as exc:
             reason = str(exc)
     return None, reason
+
+
+def split_labels(
+    bounds: dict[str, tuple[Any, Any]], times: np.ndarray
+) -> dict[str, tuple[Any, Any]]:
+    """Split bounds as time labels: on a calendar axis, numbers are days since the first time."""
+    out = {}
+    for name, pair in bounds.items():
+        if np.issubdtype(times.dtype, np.datetime64) and all(
+            isinstance(v, int | float) for v in pair
+        ):
+            pair = tuple(times[0] + np.timedelta64(round(float(v) * 86400), "s") for v in pair)
+        out[name] = tuple(pair)
+    return out
+
+
+def summarise_inputs(
+    truth: xr.DataArray,
+    obs: np.ndarray,
+    bounds: dict[str, tuple[Any, Any]],
+    *,
+    window: int,
+    noise_std: float,
+    simulated_noise: bool = True,
+    periodic: bool = False,
+) -> dict[str, Any]:
+    """What every method is given (``prepare.json``): the splits of ``truth`` ``(time, y, x)``
+    by ``bounds`` (``{"train": (a, b), "val": ..., "test": ...}``, gaps of ``window`` steps),
+    the training statistics, observation coverage per split, the training observations'
+    correlation scales and the grid facts. Splits without any observation are a
+    :class:`DataError`; a noise level above the observed signal is a warning (``simulated_noise``:
+    the noise is the one the observations were made with)."""
+    from geodl.data import compute_stats, make_splits
+
+    t_dim, y_dim, x_dim = (str(d) for d in truth.dims)
+    var = str(truth.name)
+    times = truth[t_dim].values
+    splits = make_splits(times, split_labels(bounds, times), window=window)
+    finite = np.isfinite(obs)
+    coverage = {}
+    for name, sp in splits.items():
+        if not finite[sp.start : sp.stop].any():
+            raise DataError(
+                f"split '{name}' (time steps {sp.start}..{sp.stop - 1}) holds no observation; "
+                "move its range or observe more densely"
+            )
+        coverage[name] = float(finite[sp.start : sp.stop].mean())
+    stats = compute_stats(xr.Dataset({var: truth}), [var], time_range=splits["train"].range)
+    stats["variables"][f"{var}_obs"] = stats["variables"][var]  # obs in the target's units
+    train = splits["train"]
+    train_obs = obs[train.start : train.stop]
+    obs_std = float(np.nanstd(train_obs))
+    warnings = []
+    # the observations' variance is signal + noise: noise above half of it means a negative SNR
+    if simulated_noise and noise_std > obs_std / math.sqrt(2):
+        warnings.append(
+            f"obs.noise_std {noise_std:g} exceeds the std of the signal it observes "
+            f"(observations' std {obs_std:.3g}): the observations are mostly noise"
+        )
+    train_da = truth.isel({t_dim: slice(train.start, train.stop)})
+    scales, reason = observed_scales(train_da.copy(data=train_obs), noise_std, periodic=periodic)
+    if scales is None:
+        warnings.append(f"no correlation scales from the training observations ({reason})")
+    else:
+        log.info("training observations' correlation scales: %s", scales)
+    for msg in warnings:
+        log.warning(msg)
+    y_km, x_km, kind = grid_km(truth, y_dim, x_dim)
+    return {
+        "variable": var,
+        "dims": [t_dim, y_dim, x_dim],
+        "splits": {k: [s.start, s.stop] for k, s in splits.items()},
+        "dropped_for_gaps": {k: s.dropped for k, s in splits.items()},
+        "normalizer": stats,
+        "coverage": coverage,
+        "obs_std_train": obs_std,
+        "noise_std": noise_std,
+        "obs_mean_train": float(np.nanmean(train_obs)),
+        "scales": scales,
+        "periodic": periodic,
+        "grid": {
+            "kind": kind,
+            "dy_km": float(np.diff(y_km).mean()),
+            "dx_km": float(np.diff(x_km).mean()),
+        },
+        "units": truth.attrs.get("units", ""),
+        "warnings": warnings,
+    }
+
+
+def prediction_dataset(
+    mean: xr.DataArray,
+    std: xr.DataArray | None,
+    var: str,
+    method: str,
+    units: str,
+    experiment: str,
+) -> xr.Dataset:
+    """A method's reconstruction as a CF dataset: ``var`` (mean) and ``{var}_std`` where given."""
+    out = {var: mean.assign_attrs(long_name=f"{var} reconstructed by {method}", units=units)}
+    if std is not None:
+        out[f"{var}_std"] = std.assign_attrs(
+            long_name=f"standard deviation of the {method} reconstruction error", units=units
+        )
+    attrs = {
+        "Conventions": "CF-1.8",
+        "title": f"geodl mapping: {method}",
+        "source": f"geodl {method} ({experiment})",
+    }
+    return xr.Dataset(out, attrs=attrs)
+
+
+def check_methods(
+    methods: list[str],
+    config: Any,
+    patch: PatchSection,
+    split: Any,
+    *,
+    twin_nx: int | None = None,
+) -> None:
+    """Config-time checks of a method list: known names, none twice, dependencies listed first
+    (``config.<method>`` are the sections) and, on a twin grid of ``twin_nx`` cells a side with
+    daily steps, patches that fit the grid and train/val splits that hold one window. Raises
+    ValueError (one line)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods {unknown or '[]'} invalid; choose from {list(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods {methods} lists a method twice")
+    learned = any(METHODS[m].learned for m in methods)
+    if learned and twin_nx is not None:
+        if patch.y > twin_nx or patch.x > twin_nx:
+            raise ValueError(
+                f"patch {patch.y} x {patch.x} (y x) is larger than the simulated "
+                f"grid ({twin_nx} x {twin_nx}); lower patch.y / patch.x or raise simulate.nx"
+            )
+        for name in ("train", "val"):
+            a, b = getattr(split, name)
+            numeric = isinstance(a, int | float) and isinstance(b, int | float)
+            if numeric and b - a + 1 < patch.time:
+                raise ValueError(
+                    f"split.{name} [{a:g}, {b:g}] is shorter than patch.time "
+                    f"({patch.time} days): no window fits; widen it or lower patch.time"
+                )
+    sections = {m: getattr(config, m) for m in methods}
+    for i, m in enumerate(methods):
+        for dep in METHODS[m].depends(sections[m], sections):
+            if dep not in methods[:i]:
+                raise ValueError(f"methods: {m} needs {dep} trained first; list it before {m}")
+
+
+def member_sources(truth_path: Path, obs_path: Path, var: str) -> tuple[GriddedSource, ...]:
+    """One source per realisation of a ``member`` dimension: the truths in ``truth_path``, the
+    observations ``{var}_obs`` in ``obs_path`` (extra training data of twin experiments)."""
+    out = []
+    with xr.open_dataset(truth_path) as tds, xr.open_dataset(obs_path) as ods:
+        for k in range(tds.sizes["member"]):
+            ds = xr.Dataset(
+                {
+                    var: tds[var].isel(member=k).load(),
+                    f"{var}_obs": ods[f"{var}_obs"].isel(member=k).load(),
+                }
+            )
+            out.append(GriddedSource(ds, target=var, obs=f"{var}_obs"))
+    return tuple(out)
+
+
+def score_reconstructions(
+    truth_path: Path,
+    predictions: dict[str, Path],
+    prep: dict[str, Any],
+    *,
+    reference: str | None = "oi",
+) -> dict[str, Any]:
+    """Scores (:func:`geodl.metrics.score`) of each method's predictions file over the test
+    period recorded in ``prep`` (``prepare.json``), with ratios to ``reference`` where it is
+    one of them; the ``metrics.json`` body (``methods``, ``units``, ``test_period``)."""
+    from geodl.metrics import relative_to, score, score_units
+
+    var = prep["variable"]
+    t_dim, y_dim, x_dim = prep["dims"]
+    a, b = prep["splits"]["test"]
+    with xr.open_dataset(truth_path) as ds:
+        truth = ds[var].isel({t_dim: slice(a, b)}).load()
+    dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
+    projected = prep["grid"]["kind"] == "projected"
+    grid = {"dx": prep["grid"]["dx_km"] if projected else None, "dt": None}
+    results = {}
+    for method, path in predictions.items():
+        with xr.open_dataset(path) as ds:
+            pred = ds[var].load().reindex_like(truth)
+            std = ds[f"{var}_std"].load().reindex_like(truth) if f"{var}_std" in ds else None
+        results[method] = score(pred, truth, std=std, **grid, **dims)
+    if reference in results:  # the comparison that matters: against the tuned OI of this run
+        results = relative_to(results, reference)
+    units = score_units(truth, **grid, **dims)
+    if projected:
+        units["lambda_x"] = "km"
+    return {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
 
 
 def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> dict[str, Any]:

@@ -298,26 +298,6 @@ def simulate_to_file(system: str, out: str | Path, **options: Any) -> Path:
 
 
 # ----- observations ---------------------------------------------------------------------------
-def _days(time: xr.DataArray) -> np.ndarray:
-    values = time.values
-    if np.issubdtype(values.dtype, np.datetime64):
-        return (values - values[0]) / np.timedelta64(1, "D")
-    if values.dtype == object:  # cftime
-        return np.array([(t - values[0]).total_seconds() / 86400.0 for t in values])
-    return values.astype(np.float64)
-
-
-def _km(coord: xr.DataArray, name: str) -> np.ndarray:
-    units = str(coord.attrs.get("units", "km")).strip().lower()
-    scale = {"km": 1.0, "kilometre": 1.0, "kilometer": 1.0, "m": 1e-3, "metre": 1e-3, "meter": 1e-3}
-    if units not in scale:
-        raise DataError(
-            f"coordinate '{name}' has units '{units}'; observation operators need a projected grid "
-            "in km or m (regrid geographic lat/lon fields first)"
-        )
-    return coord.values.astype(np.float64) * scale[units]
-
-
 def observe_dataset(
     kind: str,
     truth: xr.Dataset,
@@ -336,6 +316,8 @@ def observe_dataset(
     """
     from geodl import obs as obs_ops
     from geodl.data import find_axes
+    from geodl.grid import grid_km
+    from geodl.methods.observing import obs_grid, observe_field
 
     if kind not in OBSERVERS:
         raise UserInputError(f"unknown observation kind '{kind}'; choose {', '.join(OBSERVERS)}")
@@ -352,31 +334,27 @@ def observe_dataset(
             "y, x) (select a layer or member first)"
         )
     da = da.transpose(axes.time, axes.y, axes.x)
-    grid = obs_ops.Grid(
-        time=_days(da[axes.time]), y=_km(da[axes.y], axes.y), x=_km(da[axes.x], axes.x)
-    )
-    field = da.values
+    for name in (axes.y, axes.x):
+        units = str(da[name].attrs.get("units", "km")).strip().lower()
+        if grid_km(da, name, name)[2] != "projected":
+            raise DataError(
+                f"coordinate '{name}' has units '{units}'; observation operators need a projected "
+                "grid in km or m (regrid geographic lat/lon fields first)"
+            )
+    grid = obs_grid(da)
     options = {k: v for k, v in options.items() if v is not None}
-    funcs = {
-        "nadir": obs_ops.observe_nadir,
-        "swath": obs_ops.observe_swath,
-        "clouds": obs_ops.observe_clouds,
-    }
-    try:
-        if kind == "clouds" and mask_from is not None:
-            donor = np.isnan(np.asarray(mask_from.values))
-            keep = {k: v for k, v in options.items() if k in ("noise_std", "seed")}
-            if set(options) - set(keep):
-                raise UserInputError(
-                    f"option(s) {', '.join(sorted(set(options) - set(keep)))} do not apply when "
-                    "transplanting cloud masks (--mask-from); use --noise-std and --seed only"
-                )
-            result = obs_ops.transplant_clouds(field, grid, donor, **keep)
-            options = {**keep, "mask_from": mask_from.name}
-        else:
-            result = funcs[kind](field, grid, **options)
-    except TypeError as exc:
-        raise UserInputError(f"bad option for observe {kind}: {exc}") from None
+    if kind == "clouds" and mask_from is not None:
+        keep = {k: v for k, v in options.items() if k in ("noise_std", "seed")}
+        if set(options) - set(keep):
+            raise UserInputError(
+                f"option(s) {', '.join(sorted(set(options) - set(keep)))} do not apply when "
+                "transplanting cloud masks (--mask-from); use --noise-std and --seed only"
+            )
+        donor = np.isnan(np.asarray(mask_from.values))
+        result = obs_ops.transplant_clouds(da.values, grid, donor, **keep)
+        options = {**keep, "mask_from": mask_from.name}
+    else:
+        result = observe_field(da, kind, **options)
     units = da.attrs.get("units", "1")
     return xr.Dataset(
         {
