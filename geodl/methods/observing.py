@@ -24,8 +24,10 @@ from geodl.grid import EARTH_KM_PER_DEG, days, grid_km
 __all__ = [
     "KIND_OPTIONS",
     "ObsSection",
+    "noise_level",
     "observation_dataset",
     "observe",
+    "observe_members",
     "observe_field",
     "obs_grid",
     "read_observations",
@@ -121,6 +123,26 @@ def observe(
     )
     field = truth.values
     return np.where(np.isfinite(field), made.grid.astype(np.float32), np.nan)
+
+
+def noise_level(section: ObsSection, truth: xr.DataArray) -> float:
+    """The observation error std: ``noise_fraction`` of the truth's std where given, else
+    ``noise_std``."""
+    if section.noise_fraction is not None:
+        return section.noise_fraction * float(np.nanstd(truth.values))
+    return section.noise_std
+
+
+def observe_members(members: xr.DataArray, section: ObsSection, noise_std: float) -> xr.DataArray:
+    """Every realisation of ``members`` ``(member, time, y, x)`` observed by the same satellites
+    as member 0 of the experiment, each with its own noise draw (seed ``section.seed + 1 + k``)."""
+    made = np.stack(
+        [
+            observe(members.isel(member=k, drop=True), section, noise_std, section.seed + 1 + k)
+            for k in range(members.sizes["member"])
+        ]
+    )
+    return xr.DataArray(made, dims=members.dims, coords=members.coords)
 
 
 def read_observations(

@@ -44,7 +44,13 @@ from geodl.methods.mapping import (
     score_reconstructions,
     summarise_inputs,
 )
-from geodl.methods.observing import ObsSection, observation_dataset, observe
+from geodl.methods.observing import (
+    ObsSection,
+    noise_level,
+    observation_dataset,
+    observe,
+    observe_members,
+)
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 
@@ -167,16 +173,7 @@ def _simulate(ctx: StageContext) -> None:
     from geodl.tasks.simulate import qg_dataset
 
     s = ctx.cfg.simulate
-    ds = qg_dataset(
-        preset=s.preset,
-        nx=s.nx,
-        days=s.days,
-        spinup_days=s.spinup_days,
-        members=s.members,
-        seed=s.seed,
-        variables=("ssh",),
-        threads=s.threads,
-    )
+    ds = qg_dataset(**s.model_dump(), variables=("ssh",))
     if s.members > 1:
         ds.isel(member=0, drop=True).to_netcdf(ctx.output("truth.nc"))
         ds.isel(member=slice(1, None)).to_netcdf(ctx.output("members.nc"))
@@ -195,29 +192,18 @@ def _prepare(ctx: StageContext) -> None:
             f"truth variable '{var}' in {_truth_path(ctx)} is NaN everywhere; check data.variable "
             "or the file's _FillValue"
         )
-    noise_std = cfg.obs.noise_std
-    if cfg.obs.noise_fraction is not None:
-        noise_std = cfg.obs.noise_fraction * float(np.nanstd(truth.values))
+    noise_std = noise_level(cfg.obs, truth)
     obs = observe(truth, cfg.obs, noise_std)
     if not np.isfinite(obs).any():
         raise DataError(f"no observation at all of '{var}' (obs.kind {cfg.obs.kind})")
     source = f"geodl obs: {cfg.obs.model_dump_json()}"
     observation_dataset(obs, truth, var, cfg.obs.kind, source).to_netcdf(ctx.output("obs.nc"))
     if cfg.data.path is None and cfg.simulate.members > 1:
-        # every extra realisation observed by the same satellites, with its own noise draw
         with xr.open_dataset(ctx.input("members.nc")) as mds:
-            members = mds[var].load()
-        made = np.stack(
-            [
-                observe(members.isel(member=k, drop=True), cfg.obs, noise_std, cfg.obs.seed + 1 + k)
-                for k in range(members.sizes["member"])
-            ]
-        )
-        obs_m = xr.DataArray(made, dims=members.dims, coords=members.coords)
-        xr.Dataset({f"{var}_obs": obs_m}, attrs={"source": source}).to_netcdf(
+            made = observe_members(mds[var].load(), cfg.obs, noise_std)
+        made.to_dataset(name=f"{var}_obs").assign_attrs(source=source).to_netcdf(
             ctx.output("obs_members.nc")
         )
-
     bounds = {k: tuple(getattr(cfg.split, k)) for k in ("train", "val", "test")}
     prep = summarise_inputs(
         truth.rename(var),
