@@ -365,3 +365,28 @@ def test_api_and_task_train_the_same_4dvarnet_by_default(monkeypatch):
     assert api.train.model_dump(exclude={"progress_bar"}) == task.train.model_dump(
         exclude={"progress_bar"}
     )
+
+
+def test_the_experiment_seed_seeds_the_initial_weights_too(tmp_path):
+    import torch
+
+    from geodl.training import load_checkpoint
+
+    ds = make_field(nt=30, ny=16, nx=16, grid="projected", land=False, seed=0)
+    ds["ssh_obs"] = ds["ssh"].where(np.random.default_rng(0).random(ds["ssh"].shape) < 0.2)
+    section = validate(
+        {"model": {"depth": 1, "width": 4}, "train": {"max_steps": 1, "progress_bar": False}},
+        methods.UNetSection,
+    )
+    data = _data(ds, {"time": 4, "y": 16, "x": 16})
+    fit = methods.METHODS["unet"].fit
+
+    def weights(run: str, seed: int) -> dict:
+        torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))  # any global state
+        common = {"work_dir": tmp_path / run, "key": run, "metadata": {}, "seed": seed}
+        fit(section, data, tmp_path / f"{run}.ckpt", **common)
+        return load_checkpoint(tmp_path / f"{run}.ckpt")["state_dict"]
+
+    a, b, c = weights("a", 0), weights("b", 0), weights("c", 1)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # reproducible
+    assert not all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # another init

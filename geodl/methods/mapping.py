@@ -737,12 +737,16 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
         key: str,
         metadata: dict[str, Any],
         inputs: dict[str, Path] | None = None,
+        seed: int = 0,
     ) -> dict[str, Any]:
         """Train on the ``train`` split (and every ``extra`` realisation), validated on ``val``;
         the averaged, else best-on-validation, else last weights go to ``artifact``.
 
-        ``inputs`` are the artifacts of the methods this one depends on (``warm_start``)."""
+        ``inputs`` are the artifacts of the methods this one depends on (``warm_start``);
+        ``seed`` (the experiment's) offsets ``train.seed``, which seeds the model's initial
+        weights as well as the training."""
         inputs = inputs or {}
+        spec = section.train.model_copy(update={"seed": section.train.seed + seed})
         import shutil
 
         size, stride = patch_geometry(data.patch, train=True)
@@ -759,6 +763,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             if len(ds) == 0:
                 raise DataError(f"split '{label}' has no usable patch of size {size}")
         train = torch.utils.data.ConcatDataset(train_sets) if len(train_sets) > 1 else train_sets[0]
+        torch.manual_seed(spec.seed)  # the initial weights are part of the seeded run
         model = _build(name, section, data.patch)
         var = data.variable
         times = data.source.times
@@ -783,7 +788,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
                 mask_swap=section.mask_swap,
                 noise_std=data.noise_std / data.normalizer["variables"][var]["std"],
             ),
-            section.train,
+            spec,
             describe_batch=describe,
             metadata={**metadata, "method": name, "normalizer": data.normalizer},
         )
@@ -791,7 +796,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             module,
             train,
             val,
-            section.train,
+            spec,
             ckpt_dir=work_dir / "checkpoints" / name,
             log_dir=work_dir / "logs" / name,
             key=key,

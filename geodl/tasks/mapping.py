@@ -234,6 +234,7 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
             work_dir=ctx.run_dir,
             key=ctx.key,
             metadata={"config": cfg.model_dump(mode="json"), "grid": prep["grid"]},
+            seed=cfg.experiment.seed,
             **({"inputs": {d: ctx.input(_artifact(d)) for d in deps}} if deps else {}),
         )
 
@@ -309,7 +310,11 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
             Stage(
                 f"train_{method}",
                 _train_stage(method),
-                sections=(method, *deps),
+                sections=(
+                    method,
+                    *deps,
+                    *(("experiment.seed",) if METHODS[method].learned else ()),
+                ),
                 needs=(*prep_needs, *(f"train_{d}" for d in deps)),
                 outputs=(_artifact(method),),
             )
