@@ -101,19 +101,45 @@ def timing_only(cfg, args) -> None:
     normal fields (the emulators)."""
     import torch
 
-    from geodl.sim import QGModel
-    from geodl.tasks.emulation import build_emulator, check_config, forecast_timings
+    from geodl.methods.emulation import (
+        build_emulator,
+        build_qg,
+        forecast_timings,
+        n_saved,
+        steps_per_save,
+    )
+    from geodl.tasks.emulation import check_config
 
     check_config(cfg)
     s, ev = cfg.simulate, cfg.evaluate
     n = ev.timing_forecasts
-    qg = QGModel(s.preset, nx=s.nx, L=s.L_km * 1e3, dt=s.dt)
+    qg = build_qg(s.preset, nx=s.nx, length_km=s.L_km, dt=s.dt)
+    coarse = build_qg(
+        s.preset,
+        nx=s.nx // ev.coarse_factor,
+        length_km=s.L_km,
+        dt=s.dt,
+        filterfac=ev.coarse_filterfac,
+    )
     q0 = qg.initial_pv(n, seed=0, amplitude=1e-6)
     x0 = torch.randn(n, 2, s.nx, s.nx, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    models = {m: build_emulator(cfg, m, 2, s.nx).eval() for m in cfg.methods}
+    sections = {m: getattr(cfg, m) for m in cfg.methods}
+    models = {m: build_emulator(m, sections[m], 2, s.nx).eval() for m in cfg.methods}
     load0 = os.getloadavg()
-    timing = forecast_timings(cfg, models, q0, x0)
+    timing = forecast_timings(
+        models,
+        sections,
+        q0,
+        x0,
+        fine=qg,
+        coarse=coarse,
+        n_lead=n_saved(ev.lead_days, s.save_every_days, "evaluate.lead_days"),
+        every=steps_per_save(s.save_every_days, s.dt),
+        repeats=ev.timing_repeats,
+        threads=ev.threads,
+        gpu=ev.gpu_timing,
+    )
     names = ["simulator", "coarse_sim", *models]
     lines = [
         f"`{args.config}` timing only ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC): {n} "

@@ -13,16 +13,16 @@ import xarray as xr
 
 from geodl.cli import main
 from geodl.errors import UserInputError
-from geodl.metrics import forecast_rmse
-from geodl.pipeline import run_experiment
-from geodl.sim import QGModel
-from geodl.tasks import load_config
-from geodl.tasks.emulation import (
+from geodl.methods.emulation import (
     coarse_forecast,
     first_bad_step,
     ke_spectrum,
     spectral_resample,
 )
+from geodl.metrics import forecast_rmse
+from geodl.pipeline import run_experiment
+from geodl.sim import QGModel
+from geodl.tasks import load_config
 
 QUICK = "configs/qg_emulation_quick.yaml"
 TINY = [
