@@ -31,8 +31,8 @@ Twin experiments: :func:`read_twin_file`, :func:`truth_dataset`, :func:`obs_data
 :func:`analysis_dataset` and the DAPPER-style scores :func:`twin_scores`.
 
 How to add a method: write ``run(section, twin)`` and, if it has settings, a :class:`Section`;
-add a :class:`TwinMethod` to :data:`METHODS` and its name to :data:`MethodName` (which the task's
-schema checks ``evaluate.methods`` against). The task passes each method the section of its
+add a :class:`TwinMethod` to :data:`METHODS` (:data:`MethodName`, which the task's schema checks
+``evaluate.methods`` against, is made from it). The task passes each method the section of its
 ``section`` type in the config, so a new type of section also needs a field in the task's schema.
 
 Conventions (DAPPER's):
@@ -1120,17 +1120,9 @@ def assess(
     return results, estimates, tuning
 
 
-#: The names of :data:`METHODS`, as the config schema checks them.
-MethodName = Literal[
-    "linear",
-    "climatology",
-    "threedvar",
-    "enkf",
-    "enks",
-    "fourdvar",
-    "fourdvarnet",
-    "fourdvar_learned",
-]
+#: The names of :data:`METHODS`, as the config schema checks them (made from the registry, so
+#: that a new entry is accepted by the schema without a second list to keep in step).
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
 
 def observed_background_cov(obs: Tensor, obs_std: float, scale: float) -> Tensor:
