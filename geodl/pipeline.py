@@ -367,6 +367,9 @@ def run_experiment(
     for name in force:
         experiment.stage(name)  # validates the name
     selected = [experiment.stage(only)] if only else list(experiment.stages)
+    from geodl.training.spec import check_config_hardware  # imports Lightning: only when running
+
+    check_config_hardware(cfg)  # a GPU request this machine cannot serve fails before any stage
     prepare_run_dir(run_dir, cfg)
     handler = _add_file_log(run_dir)
 

@@ -100,3 +100,24 @@ def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, capsys, t
     assert "internal error: RuntimeError: bug" in _err_line(capsys)
     assert main(["info", "x.nc", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ("configs/ssh_mapping_quick.yaml", "unet.train"),
+        ("configs/l63_dynamics_quick.yaml", "train"),
+    ],
+)
+def test_a_gpu_request_without_a_gpu_fails_before_any_stage(
+    tmp_path, capsys, monkeypatch, config, key
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    out = tmp_path / "run"
+    args = ["run", config, "--out", str(out), "--set", f"{key}.accelerator=gpu"]
+    assert main(args) == 2
+    line = _err_line(capsys)
+    assert f"{key}.accelerator is 'gpu' but no CUDA GPU" in line
+    assert not out.exists()  # refused before the run directory was made

@@ -68,6 +68,7 @@ from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from geodl.config import Section
+from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import DataError, UserInputError
 
 if TYPE_CHECKING:
@@ -844,24 +845,13 @@ def truth_dataset(traj: np.ndarray, dt: float, system: str, source: str) -> xr.D
     >>> truth_dataset(np.zeros((1, 4, 3)), 0.01, "lorenz63", "test")["truth"].dims
     ('trajectory', 'time', 'component')
     """
-    return xr.Dataset(
-        {
-            "truth": (
-                ("trajectory", "time", "component"),
-                traj,
-                {"long_name": f"{system} true state", "units": "1"},
-            )
-        },
-        coords={
-            "time": ("time", np.arange(traj.shape[1]) * dt, {"units": "model time units"}),
-            "component": np.arange(traj.shape[2]),
-        },
-        attrs={
-            "title": f"{system} twin experiment truth",
-            "source": source,
-            "dt": dt,
-            "Conventions": "CF-1.8",
-        },
+    return trajectory_dataset(
+        traj,
+        dt,
+        variable="truth",
+        long_name=f"{system} true state",
+        title=f"{system} twin experiment truth",
+        source=source,
     )
 
 

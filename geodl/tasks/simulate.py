@@ -26,6 +26,7 @@ import xarray as xr
 
 from geodl import __version__
 from geodl.atomic import atomic_path
+from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import DataError, UserInputError
 from geodl.tasks.simulate_options import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS, cli_options
 
@@ -110,28 +111,14 @@ def lorenz_dataset(system: str, **options: Any) -> xr.Dataset:
     traj = simulate_lorenz(system, **options).numpy()
     dt = options.get("dt", 0.01)
     params = {k: (str(v) if isinstance(v, torch.dtype) else v) for k, v in options.items()}
-    return xr.Dataset(
-        {
-            "state": (
-                ("trajectory", "time", "component"),
-                traj,
-                {"long_name": f"{system} state", "units": "1"},
-            )
-        },
-        coords={
-            "time": (
-                "time",
-                np.arange(traj.shape[1]) * dt,
-                {"units": "model time units", "long_name": "time since the end of the spin-up"},
-            ),
-            "component": ("component", np.arange(traj.shape[2]), {"long_name": "state component"}),
-        },
-        attrs={
-            "title": f"{system} trajectories (geodl embedded simulator)",
-            "source": f"geodl {__version__} geodl.sim.simulate_lorenz('{system}', "
-            f"{json.dumps(params, sort_keys=True)}); RK4",
-            "Conventions": "CF-1.8",
-        },
+    return trajectory_dataset(
+        traj,
+        dt,
+        variable="state",
+        long_name=f"{system} state",
+        title=f"{system} trajectories (geodl embedded simulator)",
+        source=f"geodl {__version__} geodl.sim.simulate_lorenz('{system}', "
+        f"{json.dumps(params, sort_keys=True)}); RK4",
     )
 
 

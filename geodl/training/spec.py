@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from geodl.config import Section
+from geodl.errors import UserInputError
 
-__all__ = ["PhaseSection", "TrainSection"]
+__all__ = ["PhaseSection", "TrainSection", "check_config_hardware", "check_hardware"]
 
 
 class PhaseSection(Section):
@@ -55,3 +56,52 @@ class TrainSection(Section):
     resume: bool = True
     progress_bar: bool = True
     phases: list[PhaseSection] = Field(default_factory=list)
+
+
+def check_hardware(spec: TrainSection, key: str = "train") -> None:
+    """Refuse GPU requests this machine cannot serve, with one clear line naming ``key``."""
+    import torch
+
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec.accelerator == "gpu" and n_gpu == 0:
+        raise UserInputError(
+            f"{key}.accelerator is 'gpu' but no CUDA GPU is visible on this machine "
+            f"(torch {torch.__version__}); set {key}.accelerator to 'auto' or 'cpu'"
+        )
+    if spec.accelerator == "gpu" and isinstance(spec.devices, int) and spec.devices > n_gpu:
+        raise UserInputError(
+            f"{key}.devices is {spec.devices} but this machine has {n_gpu} GPU(s); "
+            f"set {key}.devices to at most {n_gpu}"
+        )
+    on_cpu = spec.accelerator == "cpu" or (spec.accelerator == "auto" and n_gpu == 0)
+    if spec.precision == "16-mixed" and on_cpu:
+        raise UserInputError(
+            f"{key}.precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32' on CPU"
+        )
+
+
+def _train_sections(node: Any, key: str) -> list[tuple[str, TrainSection]]:
+    if isinstance(node, TrainSection):
+        return [(key, node)]
+    if isinstance(node, BaseModel):
+        found = []
+        for name in type(node).model_fields:
+            found += _train_sections(getattr(node, name), f"{key}.{name}" if key else name)
+        return found
+    if isinstance(node, dict):
+        return [f for k, v in node.items() for f in _train_sections(v, f"{key}.{k}")]
+    return []
+
+
+def check_config_hardware(cfg: BaseModel) -> None:
+    """:func:`check_hardware` for every ``train`` section of an experiment config, so that a GPU
+    request on a machine without one fails before the first stage rather than at training time.
+
+    Examples
+    --------
+    >>> class Cfg(Section):
+    ...     train: TrainSection = TrainSection()
+    >>> check_config_hardware(Cfg(train=TrainSection(accelerator="cpu")))
+    """
+    for key, spec in _train_sections(cfg, ""):
+        check_hardware(spec, key)

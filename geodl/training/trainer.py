@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from geodl.errors import UserInputError
 from geodl.training.checkpoints import average_state_dicts, stamp
 from geodl.training.module import TaskModule
-from geodl.training.spec import TrainSection
+from geodl.training.spec import TrainSection, check_hardware
 
 __all__ = ["FitResult", "build_trainer", "fit", "fit_phases"]
 
@@ -66,26 +66,6 @@ class FitResult:
     resumed_from: Path | None
     averaged_path: Path | None
     metrics_csv: Path
-
-
-def check_hardware(spec: TrainSection) -> None:
-    """Refuse GPU requests this machine cannot serve, with one clear line."""
-    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if spec.accelerator == "gpu" and n_gpu == 0:
-        raise UserInputError(
-            "train.accelerator is 'gpu' but no CUDA GPU is visible on this machine "
-            f"(torch {torch.__version__}); set train.accelerator to 'auto' or 'cpu'"
-        )
-    if spec.accelerator == "gpu" and isinstance(spec.devices, int) and spec.devices > n_gpu:
-        raise UserInputError(
-            f"train.devices is {spec.devices} but this machine has {n_gpu} GPU(s); "
-            f"set train.devices to at most {n_gpu}"
-        )
-    on_cpu = spec.accelerator == "cpu" or (spec.accelerator == "auto" and n_gpu == 0)
-    if spec.precision == "16-mixed" and on_cpu:
-        raise UserInputError(
-            "train.precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32' on CPU"
-        )
 
 
 def build_trainer(

@@ -21,7 +21,7 @@ from geodl.training import (
     fit_phases,
     load_checkpoint,
 )
-from geodl.training.trainer import check_hardware
+from geodl.training.spec import check_hardware
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 sys.path.insert(0, str(SCRIPT.parent))
