@@ -55,7 +55,11 @@ class TrainSection(Section):
     average_last: int = Field(0, ge=0, description="average the weights of the last K epochs")
     resume: bool = True
     progress_bar: bool = True
-    phases: list[PhaseSection] = Field(default_factory=list)
+    phases: list[PhaseSection] = Field(
+        default_factory=list,
+        description="train phase after phase (each its own epochs, lr and trainable parameters) "
+        "instead of max_epochs in one go",
+    )
 
 
 def check_hardware(spec: TrainSection, key: str = "train") -> None:

@@ -193,7 +193,45 @@ def fit(
     """Train ``module``; resume from ``ckpt_dir/last.ckpt`` when it was written for the same ``key``.
 
     ``key`` identifies this training (e.g. the stage's cache key); it is stored in every checkpoint.
+    With ``spec.phases`` the training runs phase after phase (:func:`fit_phases`) and the last
+    phase's result is returned, so that every task honours the config's ``train.phases``.
     """
+    if spec.phases and max_epochs is None:
+        return fit_phases(
+            module,
+            train_data,
+            val_data,
+            spec,
+            ckpt_dir=ckpt_dir,
+            log_dir=log_dir,
+            key=key,
+            collate_fn=collate_fn,
+        )[-1]
+    return _fit_once(
+        module,
+        train_data,
+        val_data,
+        spec,
+        ckpt_dir=ckpt_dir,
+        log_dir=log_dir,
+        key=key,
+        collate_fn=collate_fn,
+        max_epochs=max_epochs,
+    )
+
+
+def _fit_once(
+    module: TaskModule,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    spec: TrainSection,
+    *,
+    ckpt_dir: str | Path,
+    log_dir: str | Path,
+    key: str,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    max_epochs: int | None = None,
+) -> FitResult:
     ckpt_dir, log_dir = Path(ckpt_dir), Path(log_dir)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module.metadata = {**module.metadata, "key": key}
@@ -294,7 +332,7 @@ def fit_phases(
                 )
             module.lr = phase.lr or spec.lr
         results.append(
-            fit(
+            _fit_once(
                 module,
                 train_data,
                 val_data,

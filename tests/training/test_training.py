@@ -285,6 +285,33 @@ def test_phases_freeze_and_bad_prefix(tmp_path):
         )
 
 
+def test_fit_honours_the_config_phases(tmp_path):
+    """What the tasks call (``fit``) runs ``train.phases``; before, only ``fit_phases`` did."""
+    spec = TrainSection(
+        max_epochs=5,
+        phases=[
+            PhaseSection(name="head", max_epochs=1, trainable=["2."]),
+            PhaseSection(name="all", max_epochs=2),
+        ],
+        **SPEC,
+    )
+    model = train_script.make_model()
+    first_layer = model[0].weight.detach().clone()
+    result = fit(
+        TaskModule(model, train_script.loss_fn, spec),
+        train_script.make_data(32),
+        None,
+        spec,
+        ckpt_dir=tmp_path / "c",
+        log_dir=tmp_path / "l",
+        key="k",
+    )
+    head = torch.load(tmp_path / "c" / "head" / "last.ckpt", weights_only=True)
+    assert torch.equal(head["state_dict"]["model.0.weight"], first_layer)  # frozen in phase 1
+    assert result.last_path == tmp_path / "c" / "all" / "last.ckpt" and result.epochs == 2
+    assert not torch.equal(model[0].weight, first_layer)  # trained in phase 2
+
+
 def test_bf16_mixed_on_cpu_trains_the_unet(tmp_path):
     from geodl.models import build_model
 
