@@ -194,9 +194,10 @@ def _train(ctx: StageContext) -> None:
     dumped = cfg.model_dump(mode="json")
     # fit's resume key: a record of what the training read, not a stage input
     key = {k: dumped[k] for k in ("simulate", "observe", "fourdvarnet", "train")}
+    key["seed"] = cfg.experiment.seed
     da.train_fourdvarnet(
         n,
-        cfg.train,
+        cfg.train.model_copy(update={"seed": cfg.train.seed + cfg.experiment.seed}),
         out / "fourdvarnet.pt",
         system=s.system,
         forcing=s.forcing,
@@ -311,7 +312,14 @@ EXPERIMENT = register(
                 "train",
                 _train,
                 # evaluate.methods: whether a learned method is listed
-                sections=("fourdvarnet", "train", "evaluate.methods", *_MODEL, *_OBSERVED),
+                sections=(
+                    "fourdvarnet",
+                    "train",
+                    "experiment.seed",
+                    "evaluate.methods",
+                    *_MODEL,
+                    *_OBSERVED,
+                ),
                 needs=("simulate",),
                 outputs=("model",),
             ),

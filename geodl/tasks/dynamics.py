@@ -146,10 +146,13 @@ def _train(ctx: StageContext) -> None:
         train,
         val,
         cfg.model,
-        cfg.train,
+        cfg.train.model_copy(update={"seed": cfg.train.seed + cfg.experiment.seed}),
         ckpt_dir=ctx.run_dir / "checkpoints" / "dynamics",
         log_dir=ctx.run_dir / "logs" / "dynamics",
-        key=json.dumps({k: dump[k] for k in ("simulate", "model", "train")}, sort_keys=True),
+        key=json.dumps(
+            {**{k: dump[k] for k in ("simulate", "model", "train")}, "seed": cfg.experiment.seed},
+            sort_keys=True,
+        ),
     )
     if states is not None:
         xr.Dataset(
@@ -221,7 +224,7 @@ EXPERIMENT = register(
             Stage(
                 "train",
                 _train,
-                sections=("model", "train"),
+                sections=("model", "train", "experiment.seed"),
                 needs=("simulate",),
                 outputs=("model",),
             ),

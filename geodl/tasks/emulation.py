@@ -160,9 +160,11 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
         cfg = ctx.cfg
         data = read_trajectories(ctx.input("trajectories.nc"), cfg.simulate.variable)
         mean, std = data["mean"], data["std"]
+        section = getattr(cfg, method)
+        train = section.train.model_copy(update={"seed": section.train.seed + cfg.experiment.seed})
         model, summary = train_emulator(
             method,
-            getattr(cfg, method),
+            section.model_copy(update={"train": train}),
             data["train"],
             data["val"],
             mean,
@@ -233,7 +235,7 @@ def _stages(cfg: Any) -> tuple[Stage, ...]:
             Stage(
                 f"train_{m}",
                 _train_stage(m),
-                sections=(m, "simulate.variable"),
+                sections=(m, "simulate.variable", "experiment.seed"),
                 needs=("simulate",),
                 outputs=(f"models/{m}.pt",),
             )

@@ -40,7 +40,12 @@ TASK_MODULES: dict[str, str] = {
 
 
 class ExperimentSection(Section):
-    """Identity of an experiment: its name (the default run directory is ``runs/NAME``) and task."""
+    """Identity of an experiment: its name (the default run directory is ``runs/NAME``) and task.
+
+    ``seed`` is the training seed of the run: every task adds it to its learned methods'
+    ``train.seed`` (initial weights, data order) and keys their training stages on it; simulated
+    truths and observations keep their own seeds (``simulate.seed``, ``obs.seed``).
+    """
 
     name: str
     task: str
