@@ -185,7 +185,7 @@ class DynamicsModel:
         try:
             state_dict, meta = read_dynamics_checkpoint(path)
             m = validate(meta["config"]["model"], ModelSection, f"{path}: model")
-        except (KeyError, TypeError, RuntimeError, OSError) as exc:
+        except (KeyError, TypeError, RuntimeError, OSError, UserInputError) as exc:
             raise DataError(f"{path} is not a geodl dynamics model ({exc})") from None
         net = restore_dynamics_model(m, int(meta["dim"]), state_dict)
         net.requires_grad_(False)

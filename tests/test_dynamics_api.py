@@ -46,6 +46,13 @@ def test_save_load_roundtrip(model, l63, tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="not a geodl dynamics model"):
         gd.DynamicsModel.load(tmp_path / "other.pt")
+    # the envelope as written before it recorded the geodl version: refused in one line
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["geodl"]["version"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(DataError, match="no geodl version") as err:
+        gd.DynamicsModel.load(tmp_path / "old.pt")
+    assert "\n" not in str(err.value)
 
 
 def test_float32_step_leaves_float64_network_untouched():

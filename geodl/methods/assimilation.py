@@ -603,6 +603,7 @@ def train_fourdvarnet(
     from geodl.obs import observe_state
     from geodl.sim import simulate_lorenz
     from geodl.training import TaskModule, fit, load_model_weights, torch_threads
+    from geodl.training.checkpoints import save_model
 
     n = section
 
@@ -665,27 +666,27 @@ def train_fourdvarnet(
         load_model_weights(
             module.model, torch.load(result.best_path, map_location="cpu", weights_only=True)
         )
-    torch.save(
-        {
-            "state_dict": module.model.state_dict(),
-            "geodl": {
-                "norm": norm,
-                "background": background,
-                "obs_std": obs_std,
-                "dt": dt,
-                "dim": dim,
-                "epochs": result.epochs,
-                "fourdvarnet": n.model_dump(mode="json"),
-            },
-        },
+    save_model(
         model_file,
+        module.model.state_dict(),
+        {
+            "norm": norm,
+            "background": background,
+            "obs_std": obs_std,
+            "dt": dt,
+            "dim": dim,
+            "epochs": result.epochs,
+            "fourdvarnet": n.model_dump(mode="json"),
+        },
     )
     return int(result.epochs)
 
 
 def _load_net(model_file: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     """The trained learned-DA model (eval mode) and its normalisation ``(mean, std)``."""
-    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
+    from geodl.training.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(model_file)
     meta = ckpt["geodl"]
     model = _build_net(FourDVarNetSection(**meta["fourdvarnet"]), meta["dim"])
     model.load_state_dict(ckpt["state_dict"])
@@ -701,15 +702,17 @@ def fourdvarnet_info(model_file: str | Path) -> dict[str, Any]:
     DataError
         If ``model_file`` is not a model file written by :func:`train_fourdvarnet`.
     """
+    from geodl.training.checkpoints import load_checkpoint
+
     try:
-        meta = torch.load(model_file, map_location="cpu", weights_only=True)["geodl"]
+        meta = load_checkpoint(model_file)["geodl"]
         return {
             "window": int(meta["fourdvarnet"]["window"]),
             "dim": int(meta["dim"]),
             "dt": float(meta["dt"]),
             "obs_std": float(meta["obs_std"]),
         }
-    except (KeyError, TypeError, RuntimeError, OSError) as exc:
+    except (KeyError, TypeError, RuntimeError, OSError, UserInputError) as exc:
         raise DataError(f"{model_file} is not a geodl 4DVarNet model file ({exc})") from None
 
 
@@ -732,7 +735,9 @@ def apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndar
     from geodl.baselines import interpolate_obs
 
     model, mean, std = _load_net(model_file)
-    meta = torch.load(model_file, map_location="cpu", weights_only=True)["geodl"]
+    from geodl.training.checkpoints import load_checkpoint
+
+    meta = load_checkpoint(model_file)["geodl"]
     b, t, d = obs.shape
     y = torch.as_tensor((obs - mean) / std, dtype=torch.float32)
     guess = None

@@ -37,7 +37,6 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from geodl.atomic import atomic_path
 from geodl.config import Section
 from geodl.data import open_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
@@ -45,6 +44,7 @@ from geodl.metrics import forecast_rmse
 from geodl.models import BilinearResNet, NeuralODE, build_model
 from geodl.sim import lorenz_vector_field, lyapunov_exponents, simulate_lorenz
 from geodl.training import TaskModule, TrainSection, fit, torch_threads
+from geodl.training.checkpoints import load_checkpoint, save_model
 
 __all__ = [
     "LYAPUNOV_REFERENCE",
@@ -468,23 +468,21 @@ def train_dynamics(
 def save_dynamics_model(path: str | Path, net: nn.Module, meta: Mapping[str, Any]) -> Path:
     """Write ``net`` and its metadata atomically to ``path`` (``model.pt``).
 
-    The file is ``{"state_dict": ..., "geodl": meta}``; ``meta`` holds at least ``mean``, ``std``,
-    ``dt``, ``dim`` and ``config`` (whose ``model`` entry rebuilds the network).
+    The file is geodl's model envelope (:func:`geodl.training.checkpoints.save_model`); ``meta``
+    holds at least ``mean``, ``std``, ``dt``, ``dim`` and ``config`` (whose ``model`` entry
+    rebuilds the network).
     """
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": net.state_dict(), "geodl": dict(meta)}, tmp)
-    return path
+    return save_model(path, net.state_dict(), meta)
 
 
 def read_dynamics_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """``(state_dict, metadata)`` of a file written by :func:`save_dynamics_model`.
 
-    Raises what :func:`torch.load` raises, and ``KeyError`` for a file of another format.
+    Raises :class:`~geodl.errors.UserInputError` (one line) for a missing, corrupt or foreign
+    file or one without a geodl version, and ``KeyError`` for a geodl file of another kind.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ckpt["geodl"]
-    return ckpt["state_dict"], meta
+    ckpt = load_checkpoint(path)
+    return ckpt["state_dict"], ckpt["geodl"]
 
 
 def restore_dynamics_model(m: ModelSection, dim: int, state_dict: Mapping[str, Any]) -> nn.Module:

@@ -50,7 +50,7 @@ from geodl.training import (
     load_model_weights,
     torch_threads,
 )
-from geodl.training.checkpoints import stamp
+from geodl.training.checkpoints import save_model
 
 __all__ = [
     "EMULATORS",
@@ -550,13 +550,9 @@ def save_emulator(
     """Write ``model`` to ``path`` as ``{"state_dict": ..., "geodl": metadata}``: the geodl
     version, ``method``, the ``variable`` and its training ``mean`` / ``std`` per layer, the
     training summary and the experiment's ``config``."""
-    path = Path(path)
-    ckpt: dict[str, Any] = {"state_dict": model.state_dict()}
     meta = {"method": method, "variable": variable, "mean": mean.ravel().tolist()}
     meta |= {"std": std.ravel().tolist(), "epochs": epochs, "best_val_loss": best_val_loss}
-    stamp(ckpt, {**meta, "config": dict(config)})  # the geodl envelope: version first
-    torch.save(ckpt, path)
-    return path
+    return save_model(path, model.state_dict(), {**meta, "config": dict(config)})
 
 
 def load_emulator(

@@ -1,8 +1,20 @@
 """Checkpoints that carry what is needed to use them, loaded without unpickling code.
 
-A geodl checkpoint is a Lightning checkpoint with a ``"geodl"`` entry of plain data: the geodl version,
-the resolved config, normalisation statistics and the grid description. Everything in it is tensors,
-numbers, strings, lists and dicts, so it loads with ``torch.load(..., weights_only=True)``.
+One envelope for every model file geodl writes: a dict with ``"state_dict"`` and a ``"geodl"``
+entry of plain data (the geodl version, then what the writer adds: the resolved config,
+normalisation statistics, the grid description, the method's options). Training checkpoints are
+Lightning's with that entry added (:func:`stamp`); finished models (``model.pt``,
+``models/*.pt``) are written by :func:`save_model`. Everything in it is tensors, numbers, strings,
+lists and dicts, so it loads with ``torch.load(..., weights_only=True)``; :func:`load_checkpoint`
+is the one reader, and refuses a file with no geodl version in one line.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> path = save_model(pathlib.Path(tempfile.mkdtemp()) / "m.pt", {"w": torch.ones(2)}, {"dim": 2})
+>>> ckpt = load_checkpoint(path)
+>>> ckpt["geodl"]["dim"], sorted(ckpt["geodl"]) == ["dim", "version"]
+(2, True)
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from geodl.atomic import atomic_path
 from geodl.errors import UserInputError
 
 __all__ = [
@@ -23,6 +36,7 @@ __all__ = [
     "config_differences",
     "load_checkpoint",
     "load_model_weights",
+    "save_model",
     "stamp",
 ]
 
@@ -38,6 +52,19 @@ def _version() -> str:
 def stamp(checkpoint: dict[str, Any], metadata: Mapping[str, Any]) -> None:
     """Add the geodl version and ``metadata`` (plain data) to a checkpoint dict."""
     checkpoint["geodl"] = {"version": _version(), **metadata}
+
+
+def save_model(
+    path: str | Path, state_dict: Mapping[str, Tensor], metadata: Mapping[str, Any]
+) -> Path:
+    """Write ``{"state_dict": state_dict, "geodl": {version, **metadata}}`` atomically to ``path``
+    (a kill never leaves a torn file); read it back with :func:`load_checkpoint`."""
+    path = Path(path)
+    ckpt: dict[str, Any] = {"state_dict": dict(state_dict)}
+    stamp(ckpt, metadata)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:

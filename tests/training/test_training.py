@@ -335,3 +335,33 @@ def test_bf16_mixed_on_cpu_trains_the_unet(tmp_path):
         key="k",
     )
     assert seen["dtype"] == torch.bfloat16 and result.global_step == 2
+
+
+def test_every_model_file_is_one_envelope_and_a_versionless_one_is_refused(tmp_path):
+    """dynamics ``model.pt``, emulator ``models/*.pt`` and the DA 4DVarNet file are all written as
+    geodl's envelope (read by ``load_checkpoint``); a file without a version is refused."""
+    import numpy as np
+
+    from geodl.errors import DataError
+    from geodl.methods.assimilation import fourdvarnet_info
+    from geodl.methods.dynamics import read_dynamics_checkpoint, save_dynamics_model
+    from geodl.methods.emulation import save_emulator
+    from geodl.training import load_checkpoint
+
+    net = torch.nn.Linear(3, 3)
+    dyn = save_dynamics_model(tmp_path / "dyn.pt", net, {"dim": 3, "dt": 0.01})
+    emu = save_emulator(
+        tmp_path / "emu.pt", net, method="cnn", variable="q", mean=np.zeros(2), std=np.ones(2),
+        epochs=1, best_val_loss=None, config={},
+    )  # fmt: skip
+    for path in (dyn, emu):
+        assert load_checkpoint(path)["geodl"]["version"]
+    state, meta = read_dynamics_checkpoint(dyn)
+    assert meta["dim"] == 3 and torch.equal(state["weight"], net.weight)
+
+    meta = {"fourdvarnet": {"window": 5}, "dim": 3, "dt": 0.01, "obs_std": 1.0}
+    torch.save({"state_dict": {}, "geodl": meta}, tmp_path / "old.pt")  # no version
+    with pytest.raises(DataError, match="no geodl version"):
+        fourdvarnet_info(tmp_path / "old.pt")
+    with pytest.raises(UserInputError, match="no geodl version"):
+        read_dynamics_checkpoint(tmp_path / "old.pt")
