@@ -390,3 +390,38 @@ def test_the_experiment_seed_seeds_the_initial_weights_too(tmp_path):
     a, b, c = weights("a", 0), weights("b", 0), weights("c", 1)
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # reproducible
     assert not all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # another init
+
+
+@pytest.mark.parametrize("name", ["unet", "dincae"])
+def test_the_streamed_prediction_file_is_the_in_memory_reconstruction(tmp_path, name):
+    """The predict stage writes learned maps patch by patch (predict_to_file): same numbers as
+    ``reconstruct`` in memory, and a std that does not claim the field's standard_name."""
+    import xarray as xr
+
+    ds = make_field(nt=30, ny=24, nx=24, grid="projected", land=True, seed=3)
+    ds["ssh"].attrs.update(standard_name="sea_surface_height_above_geoid", units="m")
+    ds["ssh_obs"] = ds["ssh"].where(np.random.default_rng(3).random(ds["ssh"].shape) < 0.2)
+    section = validate(
+        {"model": {"depth": 1, "width": 4}, "train": {"max_steps": 2, "progress_bar": False}},
+        methods.METHODS[name].section,
+    )
+    data = _data(ds, {"time": 4, "y": 16, "x": 16})
+    artifact = tmp_path / f"{name}.ckpt"
+    common = {"work_dir": tmp_path / "work", "key": name, "metadata": {}}
+    methods.METHODS[name].fit(section, data, artifact, **common)
+    split = (20, 30)
+    mean, std = methods.METHODS[name].reconstruct(section, data, artifact, split)
+    out = methods.write_reconstruction(
+        name, section, data, artifact, split, tmp_path / "p.nc", units="m", experiment="t"
+    )
+    assert methods.METHODS[name].stream is not None
+    with xr.open_dataset(out) as got:
+        assert np.isnan(got["ssh"].values).any()  # land stays NaN, as in memory
+        np.testing.assert_allclose(got["ssh"].values, mean.values, rtol=1e-5, atol=1e-6)
+        assert got["ssh"].attrs["units"] == "m" and got.attrs["Conventions"] == "CF-1.8"
+        if name == "dincae":
+            np.testing.assert_allclose(got["ssh_std"].values, std.values, rtol=1e-5, atol=1e-6)
+            assert "standard_name" not in got["ssh_std"].attrs
+            assert got["ssh_std"].attrs["long_name"].startswith("standard deviation")
+        else:
+            assert std is None and "ssh_std" not in got

@@ -271,6 +271,10 @@ class StitchWriter:
         Half-open range of source time indices the output covers (default: all).
     tile : (int, int), optional
         Spatial tile ``(ty, tx)``; also the output's storage chunk. Default: the whole plane.
+    attrs : {name: {attribute: value}}, optional
+        Attributes of the output variables, over those the source gives a variable of that name.
+    dataset_attrs : dict, optional
+        The output's global attributes (default: the source's).
 
     Examples
     --------
@@ -300,8 +304,12 @@ class StitchWriter:
         mask_land: bool = True,
         time_range: tuple[int, int] | None = None,
         tile: tuple[int, int] | None = None,
+        attrs: Mapping[str, Mapping[str, Any]] | None = None,
+        dataset_attrs: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.attrs = {name: dict(a) for name, a in (attrs or {}).items()}
+        self.dataset_attrs = dict(dataset_attrs) if dataset_attrs is not None else None
         if self.path.suffix not in (".zarr", ".nc"):
             raise DataError(f"stitch output '{path}': expected a .zarr or .nc path")
         self.source = source
@@ -329,9 +337,13 @@ class StitchWriter:
     def _init_output(self) -> None:
         tdim = self.source.dims[0]
         t0, t1 = self.time_range
+        variables = {}
+        for n in self.names:
+            da = self.source.template(n, slice(t0, t1))
+            variables[n] = da.assign_attrs(self.attrs.get(n, {}))
+        given = self.dataset_attrs
         template = xr.Dataset(
-            {n: self.source.template(n, slice(t0, t1)) for n in self.names},
-            attrs=self.source.dataset_attrs,
+            variables, attrs=given if given is not None else self.source.dataset_attrs
         )
         chunks = (1, *self.tile)
         if self.path.suffix == ".zarr":
@@ -462,6 +474,8 @@ def predict_to_file(
     names: Sequence[str] | None = None,
     kind: Taper = "hann",
     mask_land: bool = True,
+    attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset_attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Predict every patch of ``split`` and stream the stitched field to ``path``, tile by tile.
 
@@ -483,6 +497,8 @@ def predict_to_file(
         Patches per ``predict`` call.
     names, kind, mask_land :
         As in :func:`stitch`.
+    attrs, dataset_attrs :
+        As in :class:`StitchWriter`.
 
     Examples
     --------
@@ -519,6 +535,8 @@ def predict_to_file(
         mask_land=mask_land,
         time_range=time_range,
         tile=(ty, tx),
+        attrs=attrs,
+        dataset_attrs=dataset_attrs,
     ) as writer:
         for y0 in range(0, ny, ty):
             for x0 in range(0, nx, tx):

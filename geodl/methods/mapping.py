@@ -11,6 +11,11 @@ Every method has the same two verbs:
 - ``reconstruct(section, data, artifact, split) -> (mean, std | None)``: the complete field over
   the time range ``split`` of ``data.source`` (its ``obs`` variable), in the target's units.
 
+:func:`write_reconstruction` writes a method's reconstruction to a CF file (the task's predict
+stage): a method with a ``stream`` function (the learned ones) writes it patch by patch through
+:func:`geodl.data.predict_to_file`, so that memory holds one time slab of the stitching
+accumulators rather than every patch of the period; the others write their ``reconstruct``.
+
 How to add a method: write the two functions and a :class:`Section` for its settings, then
 ``register(MappingMethod("name", Section, fit, reconstruct, learned=..., artifact=".ckpt"))``. The
 experiment schema (``geodl.tasks.mapping.build_schema``) then accepts ``methods: [name]`` and a
@@ -36,7 +41,7 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from geodl.config import Section
-from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, stitch
+from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.grid import days, grid_km
 from geodl.training import TaskModule, TrainSection, fit, load_checkpoint, load_model_weights
@@ -59,6 +64,7 @@ __all__ = [
     "observed_scales",
     "patch_geometry",
     "prediction_dataset",
+    "write_reconstruction",
     "register",
     "score_reconstructions",
     "split_labels",
@@ -282,6 +288,9 @@ class MappingMethod:
     #: ``(section, sections by method name) -> methods whose artifacts fit reads``; raises
     #: ValueError (one line) where the run's other sections do not fit with ``section``.
     depends: Callable[[Section, dict[str, Section]], tuple[str, ...]] = lambda *_: ()
+    #: ``(section, data, artifact, split, path, *, attrs) -> path``: ``reconstruct`` streamed into
+    #: the file ``path`` (optional; see :func:`write_reconstruction`).
+    stream: Callable[..., Path] | None = None
 
 
 METHODS: dict[str, MappingMethod] = {}
@@ -435,6 +444,25 @@ def summarise_inputs(
     }
 
 
+def prediction_attrs(
+    var: str, method: str, units: str, experiment: str
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """``(variable attributes by name, global attributes)`` of a method's prediction file."""
+    variables = {
+        var: {"long_name": f"{var} reconstructed by {method}", "units": units},
+        f"{var}_std": {
+            "long_name": f"standard deviation of the {method} reconstruction error",
+            "units": units,
+        },
+    }
+    glob = {
+        "Conventions": "CF-1.8",
+        "title": f"geodl mapping: {method}",
+        "source": f"geodl {method} ({experiment})",
+    }
+    return variables, glob
+
+
 def prediction_dataset(
     mean: xr.DataArray,
     std: xr.DataArray | None,
@@ -443,18 +471,43 @@ def prediction_dataset(
     units: str,
     experiment: str,
 ) -> xr.Dataset:
-    """A method's reconstruction as a CF dataset: ``var`` (mean) and ``{var}_std`` where given."""
-    out = {var: mean.assign_attrs(long_name=f"{var} reconstructed by {method}", units=units)}
+    """A method's reconstruction as a CF dataset: ``var`` (mean) and ``{var}_std`` where given.
+
+    The std is the error's spread, not the field: it keeps none of the field's CF identity
+    (``standard_name``), which tools would otherwise read as the field itself.
+    """
+    attrs, glob = prediction_attrs(var, method, units, experiment)
+    out = {var: mean.assign_attrs(attrs[var])}
     if std is not None:
-        out[f"{var}_std"] = std.assign_attrs(
-            long_name=f"standard deviation of the {method} reconstruction error", units=units
-        )
-    attrs = {
-        "Conventions": "CF-1.8",
-        "title": f"geodl mapping: {method}",
-        "source": f"geodl {method} ({experiment})",
-    }
-    return xr.Dataset(out, attrs=attrs)
+        kept = {k: v for k, v in std.attrs.items() if k != "standard_name"}
+        out[f"{var}_std"] = std.copy(deep=False)
+        out[f"{var}_std"].attrs = {**kept, **attrs[f"{var}_std"]}
+    return xr.Dataset(out, attrs=glob)
+
+
+def write_reconstruction(
+    method: str,
+    section: Section,
+    data: MappingData,
+    artifact: Path,
+    split: tuple[int, int],
+    path: Path,
+    *,
+    units: str,
+    experiment: str,
+) -> Path:
+    """Write ``method``'s reconstruction of ``split`` to the CF NetCDF file ``path``.
+
+    Methods with a ``stream`` function write patch by patch (bounded memory); the others write the
+    result of ``reconstruct``. Both give the file :func:`prediction_dataset` describes.
+    """
+    entry = get_method(method)
+    attrs, glob = prediction_attrs(data.variable, method, units, experiment)
+    if entry.stream is not None:
+        return entry.stream(section, data, artifact, split, path, attrs=attrs, dataset_attrs=glob)
+    mean, std = entry.reconstruct(section, data, artifact, split)
+    prediction_dataset(mean, std, data.variable, method, units, experiment).to_netcdf(path)
+    return path
 
 
 def check_methods(
@@ -826,9 +879,7 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
     ) -> tuple[xr.DataArray, xr.DataArray | None]:
         """Mean (and std, for models with a variance head) over ``split``, stitched from
         overlapping patches (Hann taper) in the source's units."""
-        ckpt = load_checkpoint(artifact)
-        normalizer = ckpt["geodl"]["normalizer"]
-        model = load_model_weights(_build(name, section, data.patch), ckpt).eval()
+        model, normalizer = _load_learned(name, section, data, artifact)
         var = data.variable
         size, stride = patch_geometry(data.patch)
         norm = Normalizer(normalizer)
@@ -853,11 +904,76 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
     return reconstruct
 
 
+def _load_learned(
+    name: str, section: LearnedSection, data: MappingData, artifact: Path
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model (eval mode) and its normalisation statistics."""
+    ckpt = load_checkpoint(artifact)
+    model = load_model_weights(_build(name, section, data.patch), ckpt).eval()
+    return model, ckpt["geodl"]["normalizer"]
+
+
+def _stream_learned(name: str) -> Callable[..., Path]:
+    def stream(
+        section: LearnedSection,
+        data: MappingData,
+        artifact: Path,
+        split: tuple[int, int],
+        path: Path,
+        *,
+        attrs: dict[str, dict[str, str]],
+        dataset_attrs: dict[str, str],
+        batch_size: int = 8,
+    ) -> Path:
+        """``reconstruct`` written patch by patch into ``path`` (:func:`predict_to_file`)."""
+        model, normalizer = _load_learned(name, section, data, artifact)
+        var = data.variable
+        size, stride = patch_geometry(data.patch)
+        norm = Normalizer(normalizer)
+        first = collate([PatchDataset(data.source, size, stride, split=split, normalizer=norm)[0]])
+        with torch.no_grad():
+            has_std = model(first.obs, first.obs_mask.to(first.obs.dtype)).log_var is not None
+        names = [var, *([f"{var}_std"] if has_std else [])]
+        stats = {**normalizer, "variables": dict(normalizer["variables"])}
+        if has_std:  # the std is stitched in normalised units and only scaled back
+            scale = stats["variables"][var]["std"]
+            stats["variables"][f"{var}_std"] = {"mean": np.zeros_like(scale).tolist(), "std": scale}
+
+        def predict(batch: Any) -> torch.Tensor:
+            with torch.no_grad():
+                out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
+            if not has_std:
+                return out.mean
+            return torch.cat([out.mean, torch.exp(0.5 * out.log_var)], dim=2)
+
+        return predict_to_file(
+            path,
+            data.source,
+            predict,
+            size,
+            stride,
+            split=split,
+            normalizer=stats,
+            batch_size=batch_size,
+            names=names,
+            attrs={n: attrs[n] for n in names},
+            dataset_attrs=dataset_attrs,
+        )
+
+    return stream
+
+
 register(MappingMethod("oi", OISection, _fit_oi, _reconstruct_oi, learned=False, artifact=".json"))
-register(MappingMethod("unet", UNetSection, _fit_learned("unet"), _reconstruct_learned("unet")))
-register(
-    MappingMethod("dincae", DincaeSection, _fit_learned("dincae"), _reconstruct_learned("dincae"))
-)
+for _name, _section in (("unet", UNetSection), ("dincae", DincaeSection)):
+    register(
+        MappingMethod(
+            _name,
+            _section,
+            _fit_learned(_name),
+            _reconstruct_learned(_name),
+            stream=_stream_learned(_name),
+        )
+    )
 
 
 def _fourdvarnet_depends(
@@ -901,5 +1017,6 @@ register(
         _fit_learned("fourdvarnet"),
         _reconstruct_learned("fourdvarnet"),
         depends=_fourdvarnet_depends,
+        stream=_stream_learned("fourdvarnet"),
     )
 )

@@ -40,9 +40,9 @@ from geodl.methods.mapping import (
     PatchSection,
     check_methods,
     member_sources,
-    prediction_dataset,
     score_reconstructions,
     summarise_inputs,
+    write_reconstruction,
 )
 from geodl.methods.observing import (
     ObsSection,
@@ -241,22 +241,19 @@ def _train_stage(method: str) -> Callable[[StageContext], None]:
     return run
 
 
-def _write_prediction(
-    ctx: StageContext, method: str, mean: xr.DataArray, std: xr.DataArray | None
-) -> None:
-    ds = prediction_dataset(
-        mean, std, ctx.cfg.data.variable, method, _prep(ctx)["units"], ctx.cfg.experiment.name
-    )
-    ds.to_netcdf(ctx.output(f"predictions/{method}.nc"))
-
-
 def _predict_stage(method: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
         data = _data(ctx)
-        mean, std = METHODS[method].reconstruct(
-            getattr(ctx.cfg, method), data, ctx.input(_artifact(method)), data.splits["test"]
+        write_reconstruction(
+            method,
+            getattr(ctx.cfg, method),
+            data,
+            ctx.input(_artifact(method)),
+            data.splits["test"],
+            ctx.output(f"predictions/{method}.nc"),
+            units=_prep(ctx)["units"],
+            experiment=ctx.cfg.experiment.name,
         )
-        _write_prediction(ctx, method, mean, std)
 
     return run
 
