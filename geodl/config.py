@@ -199,8 +199,11 @@ def _describe_error(err: dict[str, Any], schema: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing required key '{path}'"
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a mapping"
     msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
+    if kind == "value_error" and isinstance(value, dict):
+        # a rule across a section's keys: its message names them; the section is no value to show
+        return msg if not loc else f"section '{path}': {msg}"
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
     return f"key '{path}': {msg}, got {shown} ({type(value).__name__})"
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ from torch import Tensor
 
 from geodl.config import Section
 from geodl.data.trajectories import trajectory_dataset
-from geodl.errors import DataError, UserInputError
+from geodl.errors import ConfigError, DataError, UserInputError
 
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
@@ -96,6 +97,7 @@ __all__ = [
     "climatology_cov",
     "ensemble",
     "fourdvarnet_info",
+    "check_setup",
     "learned_step",
     "linear",
     "obs_dataset",
@@ -1113,6 +1115,79 @@ def assess(
     scores = twin_scores(np.where(np.isfinite(obs), obs, truth), truth, twin.times, twin.burn_in)
     results["observations"] = {k: v for k, v in scores.items() if "analysis" in k}
     return results, estimates, tuning
+
+
+def check_setup(
+    methods: Sequence[str],
+    *,
+    n_time: int | None,
+    dim: int | None,
+    burn_in: int,
+    fourdvar_window: int,
+    net: FourDVarNetSection,
+    obs_std: float,
+    components: Sequence[int] | None,
+) -> None:
+    """Refuse, in one :class:`~geodl.errors.ConfigError` line naming the key, a twin experiment
+    that ``methods`` cannot run: windows longer than the ``n_time`` steps of the data or than the
+    training trajectories, a burn-in that leaves nothing to score, a local prior whose stencil is
+    even or wider than the ``dim`` components (None for either size: not known yet, that check
+    waits), observed components outside
+    the state, or no observation error where a method needs it.
+
+    The config validator calls it with the simulated twin's sizes, so that these mistakes fail
+    before any stage runs; the stages call it again with an external file's sizes.
+
+    Examples
+    --------
+    >>> check_setup(["linear"], n_time=10, dim=3, burn_in=12, fourdvar_window=5,
+    ...             net=FourDVarNetSection(), obs_std=1.0, components=None)
+    Traceback (most recent call last):
+    ...
+    geodl.errors.ConfigError: evaluate.burn_in=12 leaves nothing to score in 10 time steps; lower it
+    """
+
+    def too_long(key: str, window: int) -> ConfigError:
+        return ConfigError(
+            f"{key}={window} is longer than the data ({n_time} time steps); lower the window"
+        )
+
+    if n_time is None:
+        n_time = sys.maxsize  # an external file's length is known when its stage reads it
+    if burn_in >= n_time:
+        raise ConfigError(
+            f"evaluate.burn_in={burn_in} leaves nothing to score in {n_time} time steps; lower it"
+        )
+    if {"fourdvar", "fourdvar_learned"} & set(methods) and fourdvar_window > n_time:
+        raise too_long("evaluate.fourdvar.window", fourdvar_window)
+    if any(METHODS[m].learned for m in methods):
+        if net.window > n_time:
+            raise too_long("fourdvarnet.window", net.window)
+        if net.window > net.n_train_steps + 1:
+            raise ConfigError(
+                f"fourdvarnet.window={net.window} is longer than the training trajectories "
+                f"(fourdvarnet.n_train_steps + 1 = {net.n_train_steps + 1}); lower the window "
+                "or raise n_train_steps"
+            )
+        if net.prior == "local" and (
+            net.stencil % 2 == 0 or (dim is not None and net.stencil > dim)
+        ):
+            raise ConfigError(
+                f"fourdvarnet.stencil={net.stencil}: the local prior needs an odd stencil no "
+                f"wider than the state ({dim} components)"
+            )
+    if components is not None and dim is not None:
+        bad = [c for c in components if not 0 <= c < dim]
+        if bad:
+            raise ConfigError(
+                f"observe.components {bad} are outside the state's {dim} components (0..{dim - 1})"
+            )
+    need = [m for m in methods if METHODS[m].needs_obs_std or METHODS[m].learned]
+    if not obs_std > 0 and need:
+        raise ConfigError(
+            f"observe.noise_std is 0; {', '.join(need)} need the observation error standard "
+            "deviation > 0 (set it to the noise of the twin file's obs)"
+        )
 
 
 #: The names of :data:`METHODS`, as the config schema checks them (made from the registry, so

@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geodl.config import Section
-from geodl.errors import ConfigError, DataError
+from geodl.errors import DataError
 from geodl.methods import assimilation as da
 from geodl.methods.assimilation import (
     EnKFSection,
@@ -98,6 +98,31 @@ class AssimilationConfig(Section):
     train: TrainSection = TrainSection(max_epochs=20, batch_size=32, lr=5e-3, progress_bar=False)
     evaluate: EvaluateSection = EvaluateSection()
 
+    @model_validator(mode="after")
+    def _runnable(self) -> AssimilationConfig:
+        """What the config alone shows fails here, before any stage (a simulated twin's length
+        and size are known now; an external file's when its stage reads it)."""
+        s = self.simulate
+        if self.data.path is None:
+            _check(self, s.n_steps + 1, 3 if s.system == "lorenz63" else s.n_components)
+        else:
+            _check(self, None, None)
+        return self
+
+
+def _check(cfg: Any, n_time: int | None, dim: int | None) -> None:
+    ev = cfg.evaluate
+    da.check_setup(
+        ev.methods,
+        n_time=n_time,
+        dim=dim,
+        burn_in=ev.burn_in,
+        fourdvar_window=ev.fourdvar.window,
+        net=cfg.fourdvarnet,
+        obs_std=cfg.observe.noise_std,
+        components=cfg.observe.components,
+    )
+
 
 # the settings of the true model, and of the observations, that the train / evaluate stages read
 _MODEL = ("simulate.system", "simulate.spinup_steps", "simulate.forcing")
@@ -106,22 +131,6 @@ _OBSERVED = ("observe.every", "observe.components", "observe.noise_std")
 
 def _external(cfg: Any) -> list[Path]:
     return [Path(cfg.data.path)] if cfg.data.path else []
-
-
-def _obs_std(cfg: Any) -> float:
-    std = cfg.observe.noise_std
-    if not std > 0:
-        raise ConfigError(
-            "observe.noise_std is 0; enkf, enks, fourdvar and fourdvarnet need the observation "
-            "error standard deviation > 0 (set it to the noise of the twin file's obs)"
-        )
-    return float(std)
-
-
-def _too_long(key: str, window: int, n_time: int) -> ConfigError:
-    return ConfigError(
-        f"{key}={window} is longer than the data ({n_time} time steps); lower the window"
-    )
 
 
 # ----- stages ------------------------------------------------------------------------------
@@ -176,21 +185,9 @@ def _train(ctx: StageContext) -> None:
         return
     with xr.open_dataset(ctx.input("truth.nc")) as t:
         dt, dim, n_time = float(t.attrs["dt"]), int(t.sizes["component"]), int(t.sizes["time"])
-    if n.window > n_time:  # checked before training: the window could never be applied
-        raise _too_long("fourdvarnet.window", n.window, n_time)
     if s.system == "lorenz63" and dim != 3:
         raise DataError(f"truth has {dim} components but simulate.system is lorenz63 (3)")
-    if n.prior == "local" and (n.stencil % 2 == 0 or n.stencil > dim):
-        raise ConfigError(
-            f"fourdvarnet.stencil={n.stencil}: the local prior needs an odd stencil no wider than "
-            f"the state ({dim} components)"
-        )
-    if n.window > n.n_train_steps + 1:
-        raise ConfigError(
-            f"fourdvarnet.window={n.window} is longer than the training trajectories "
-            f"(fourdvarnet.n_train_steps + 1 = {n.n_train_steps + 1}); lower the window or "
-            "raise n_train_steps"
-        )
+    _check(cfg, n_time, dim)  # before training: an external file's sizes are known only now
     dumped = cfg.model_dump(mode="json")
     # fit's resume key: a record of what the training read, not a stage input
     key = {k: dumped[k] for k in ("simulate", "observe", "fourdvarnet", "train")}
@@ -206,7 +203,7 @@ def _train(ctx: StageContext) -> None:
         dim=dim,
         every=o.every,
         components=o.components,
-        obs_std=_obs_std(cfg),
+        obs_std=float(o.noise_std),
         ckpt_dir=ctx.run_dir / "checkpoints" / "fourdvarnet",
         log_dir=ctx.run_dir / "logs" / "fourdvarnet",
         key=json.dumps(key, sort_keys=True),
@@ -236,7 +233,6 @@ def _run_enkf(
     cfg: Any, obs: Any, truth: np.ndarray, times: np.ndarray, dt: float, name: str
 ) -> da.Tuned:
     """``enkf``/``enks`` of ``cfg`` on arrays, as ``evaluate`` runs them (the API's parity test)."""
-    _obs_std(cfg)
     return da.METHODS[name].run(cfg.evaluate.enkf, _twin(cfg, obs, truth, times, dt, None))
 
 
@@ -244,20 +240,10 @@ def _evaluate(ctx: StageContext) -> None:
     cfg, ev = ctx.cfg, ctx.cfg.evaluate
     with xr.open_dataset(ctx.input("truth.nc")) as t, xr.open_dataset(ctx.input("obs.nc")) as o:
         truth, obs, dt = t["truth"].values, o["obs"].values, float(t.attrs["dt"])
-    n_time = truth.shape[1]
-    if ev.burn_in >= n_time:
-        raise ConfigError(
-            f"evaluate.burn_in={ev.burn_in} leaves nothing to score in {n_time} time steps; lower it"
-        )
-    if {"fourdvar", "fourdvar_learned"} & set(ev.methods) and ev.fourdvar.window > n_time:
-        raise _too_long("evaluate.fourdvar.window", ev.fourdvar.window, n_time)
-    if "fourdvarnet" in ev.methods and cfg.fourdvarnet.window > n_time:
-        raise _too_long("fourdvarnet.window", cfg.fourdvarnet.window, n_time)
+    _check(cfg, truth.shape[1], truth.shape[2])
     times = np.isfinite(obs).any(axis=(0, 2))
     if not times[ev.burn_in :].any():
         raise DataError("no observation after evaluate.burn_in: nothing to score at analysis times")
-    if any(da.METHODS[m].needs_obs_std for m in ev.methods):
-        _obs_std(cfg)
     # each method runs with the section of its type: evaluate.enkf for enkf and enks, and so on
     by_type: dict[Any, Section] = {
         type(v): v for v in (ev.enkf, ev.threedvar, ev.fourdvar, cfg.fourdvarnet)

@@ -307,3 +307,26 @@ def test_train_key_holds_what_train_reads_only():
         assert _stage_keys([change])["train"] != base["train"], change
     assert _stage_keys(["evaluate.burn_in=10"])["train"] == base["train"]
     assert _stage_keys(["observe.seed=5"])["train"] == base["train"]  # train draws its own obs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("fourdvarnet.stencil=4", "fourdvarnet.stencil=4: the local prior needs an odd stencil"),
+        ("fourdvarnet.stencil=41", "no wider than the state (40 components)"),
+        ("fourdvarnet.n_train_steps=20", "fourdvarnet.window=40 is longer than the training"),
+        ("evaluate.burn_in=301", "evaluate.burn_in=301 leaves nothing to score in 301 time steps"),
+        ("observe.noise_std=0", "observe.noise_std is 0; threedvar, enkf"),
+        ("observe.components=[3,40]", "observe.components [40] are outside the state's 40"),
+        ("evaluate.fourdvar.window=302", "evaluate.fourdvar.window=302 is longer than the data"),
+    ],
+)
+def test_config_mistakes_fail_at_validation_before_any_stage(capsys, override, message):
+    """Before, each of these passed ``geodl config validate`` and failed stages later (after
+    the simulation, some after training)."""
+    assert (
+        main(["config", "validate", "configs/l96_assimilation_quick.yaml", "--set", override]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert "got a mapping" not in err[0]
