@@ -108,3 +108,27 @@ def test_every_shipped_config_validates():
     for path in configs:
         cfg, experiment = load_config(path)
         assert experiment.resolve(cfg).stages, path
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        ("configs/l63_dynamics_quick.yaml", "model.rollout=1001", "model.rollout=1001 steps needs"),
+        ("configs/l63_dynamics_quick.yaml", "evaluate.lead_steps=1001", "evaluate.lead_steps=1001"),
+        (
+            "configs/l63_dynamics_quick.yaml",
+            "model.lbfgs_iter=0 model.estimate_states=true",
+            "model.estimate_states needs model.lbfgs_iter > 0",
+        ),
+        ("configs/qg_emulation_quick.yaml", "cnn.rollout=1000", "cnn.rollout=1000 steps needs"),
+        ("configs/qg_emulation_quick.yaml", "evaluate.lead_days=10000", "evaluate.lead_days"),
+    ],
+)
+def test_cross_section_mistakes_fail_at_config_validate(capsys, config, override, message):
+    """Before, these passed ``geodl config validate`` and failed once the stages ran."""
+    from geodl.cli import main
+
+    sets = [x for o in override.split() for x in ("--set", o)]
+    assert main(["config", "validate", config, *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].count(config) == 1, err

@@ -190,6 +190,40 @@ def read_trajectory_file(path: str | Path, variable: str) -> tuple[np.ndarray, f
         raise DataError(f"{path}: {exc}") from None
 
 
+def check_setup(
+    m: ModelSection | None, *, n_time: int | None, lead_steps: int | None = None
+) -> None:
+    """One :class:`ConfigError` line where model ``m`` or the evaluation cannot run on
+    trajectories of ``n_time`` states (None: not known yet): a rollout or a forecast lead as long
+    as the data, or state estimation without the L-BFGS that fits the states. The config validator
+    calls it with the simulated trajectories' length, before any stage; training and scoring call
+    it again with the data's.
+
+    Examples
+    --------
+    >>> check_setup(ModelSection(rollout=10), n_time=10)
+    Traceback (most recent call last):
+    ...
+    geodl.errors.ConfigError: model.rollout=10 steps needs trajectories longer than 9 steps; lower the rollout or give longer trajectories
+    """
+    if m is not None and m.estimate_states and m.lbfgs_iter == 0:
+        raise ConfigError(
+            "model.estimate_states needs model.lbfgs_iter > 0 (the states are fitted by L-BFGS)"
+        )
+    if n_time is None:
+        return
+    if m is not None and m.rollout >= n_time:
+        raise ConfigError(
+            f"model.rollout={m.rollout} steps needs trajectories longer than {n_time - 1} steps; "
+            "lower the rollout or give longer trajectories"
+        )
+    if lead_steps is not None and lead_steps >= n_time:
+        raise ConfigError(
+            f"evaluate.lead_steps={lead_steps} is longer than the test trajectories "
+            f"({n_time} steps); lower it, raise simulate.n_steps or give longer data"
+        )
+
+
 def simulate_trajectories(
     system: str,
     n_trajectories: Mapping[str, int],
@@ -419,16 +453,7 @@ def train_dynamics(
         ``std``, ``dim``, ``epochs``) and the estimated training states in the data's units (None
         unless ``m.estimate_states``).
     """
-    if m.estimate_states and m.lbfgs_iter == 0:
-        raise ConfigError(
-            "model.estimate_states needs model.lbfgs_iter > 0 (the states are fitted by L-BFGS)"
-        )
-    n_time = min(train.shape[1], val.shape[1])
-    if m.rollout >= n_time:
-        raise ConfigError(
-            f"model.rollout={m.rollout} steps needs trajectories longer than {n_time - 1} steps; "
-            "lower the rollout or give longer trajectories"
-        )
+    check_setup(m, n_time=min(train.shape[1], val.shape[1]))
     mean, std = train.mean(axis=(0, 1)), train.std(axis=(0, 1))
     if not (std > 0).all():
         raise DataError("a component of the training trajectories is constant; drop it")
@@ -694,11 +719,7 @@ def score_dynamics(
         attractor (of the rollout and of true states) and where the rollout left the attractor.
     """
     n_time, dim = test.shape[1], test.shape[2]
-    if lead_steps >= n_time:
-        raise ConfigError(
-            f"evaluate.lead_steps={lead_steps} is longer than the test trajectories "
-            f"({n_time} steps); lower it, raise simulate.n_steps or give longer data"
-        )
+    check_setup(None, n_time=n_time, lead_steps=lead_steps)
     step = step_function(net)
     z_test = (test - mean) / std
     with torch_threads(1), torch.no_grad():

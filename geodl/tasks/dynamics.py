@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geodl.config import Section
 from geodl.methods.dynamics import (
     ModelSection,
+    check_setup,
     denoise_scores,
     method_name,
     read_dynamics_checkpoint,
@@ -94,6 +95,14 @@ class DynamicsConfig(Section):
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection(max_epochs=30, batch_size=128, lr=1e-2, progress_bar=False)
     evaluate: EvaluateSection = EvaluateSection()
+
+    @model_validator(mode="after")
+    def _runnable(self) -> DynamicsConfig:
+        """What the config alone shows fails here, before any stage (simulated trajectories have
+        ``n_steps + 1`` states; a file's length is known when the stages read it)."""
+        n_time = None if self.data.path else self.simulate.n_steps + 1
+        check_setup(self.model, n_time=n_time, lead_steps=self.evaluate.lead_steps)
+        return self
 
 
 # ----- stages ------------------------------------------------------------------------------

@@ -93,4 +93,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, E
     experiment = get_task(section["task"], str(path))
     raw = apply_overrides(raw, list(overrides), experiment.schema)
     experiment = get_task(raw["experiment"].get("task"), str(path))
-    return validate(raw, experiment.schema, str(path)), experiment
+    cfg = validate(raw, experiment.schema, str(path))
+    try:  # a task's stage factory checks across sections (e.g. the emulation's split lengths)
+        experiment.resolve(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg, experiment
