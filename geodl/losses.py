@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geodl.errors import UserInputError
+from geodl.integrate import rk4_step
 
 __all__ = [
     "LOSSES",
@@ -455,11 +456,7 @@ def ode_residual(
         w = None if weights is None else _broadcast(weights, x, "weights", "ode_residual")[:, 1:-1]
     else:
         states = x[:, :-1].reshape(b * (t - 1), *x.shape[2:])
-        k1 = vector_field(states)
-        k2 = vector_field(states + 0.5 * dt * k1)
-        k3 = vector_field(states + 0.5 * dt * k2)
-        k4 = vector_field(states + dt * k3)
-        step = (states + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)).reshape(x[:, 1:].shape)
+        step = rk4_step(vector_field, states, dt).reshape(x[:, 1:].shape)
         res = (x[:, 1:] - step) / dt
         sel = None if keep is None else keep[:, 1:] & keep[:, :-1]
         w = None if weights is None else _broadcast(weights, x, "weights", "ode_residual")[:, :-1]

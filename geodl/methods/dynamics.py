@@ -40,6 +40,7 @@ from torch.utils.data import TensorDataset
 from geodl.config import Section
 from geodl.data import open_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.integrate import first_exit, rollout, rollout_until_exit
 from geodl.metrics import forecast_rmse
 from geodl.models import BilinearResNet, NeuralODE, build_model
 from geodl.sim import lorenz_vector_field, lyapunov_exponents, simulate_lorenz
@@ -549,11 +550,7 @@ def leave_step(traj: np.ndarray, bound: float) -> int | None:
     >>> leave_step(np.array([[0.0], [1.0], [9.0], [np.nan]]), 5.0)
     2
     """
-    bad = ~np.isfinite(traj).all(axis=1) | (np.abs(np.nan_to_num(traj, nan=np.inf)) > bound).any(
-        axis=1
-    )
-    hits = np.flatnonzero(bad)
-    return int(hits[0]) if hits.size else None
+    return first_exit(torch.from_numpy(np.ascontiguousarray(traj)), bound, dim=0)
 
 
 def near_fraction(points: np.ndarray, attractor: np.ndarray, radius: float) -> float:
@@ -637,10 +634,7 @@ def _forecast_curve(
     n_time, dim = test.shape[1], test.shape[2]
     starts = np.linspace(0, n_time - 1 - lead_steps, n_forecasts).astype(int)
     z0 = torch.as_tensor(z_test[:, starts].reshape(-1, dim))
-    preds = [z0]
-    for _ in range(lead_steps):
-        preds.append(step(preds[-1]))
-    pred = torch.stack(preds, 1).numpy() * std + mean  # (B*n, L+1, D)
+    pred = rollout(step, z0, lead_steps).numpy() * std + mean  # (B*n, L+1, D)
     target = np.stack([test[:, i : i + lead_steps + 1] for i in starts], 1).reshape(pred.shape)
     return np.asarray(forecast_rmse(pred, target))  # (L+1,)
 
@@ -648,20 +642,10 @@ def _forecast_curve(
 def _long_rollout(
     step: Step, z0: Tensor, n_steps: int, bound: float
 ) -> tuple[np.ndarray, int | None]:
-    """Free rollout ``(S, D)`` from ``z0`` ``(1, D)``, cut where it left the attractor (checked
-    every 100 steps), and that step (None if it never left)."""
-    z = z0
-    long = np.empty((n_steps + 1, z0.shape[-1]))
-    long[0] = z.numpy()[0]
-    left = None
-    for i in range(1, n_steps + 1):
-        z = step(z)
-        long[i] = z.numpy()[0]
-        if (i % 100 == 0 or i == n_steps) and (
-            left := leave_step(long[: i + 1], bound)
-        ) is not None:
-            break
-    return long[: left if left is not None else n_steps + 1], left
+    """Free rollout ``(S, D)`` (float64) from ``z0`` ``(1, D)``, cut where it left the attractor
+    (checked every 100 steps), and that step (None if it never left)."""
+    kept, left = rollout_until_exit(step, z0, n_steps, bound, check_every=100)
+    return kept[0].numpy().astype(np.float64), left
 
 
 def _leading_exponent(f: Step, x0: Tensor, *, dt: float, n_steps: int, n_transient: int) -> float:

@@ -39,6 +39,7 @@ from torch.utils.data import TensorDataset
 
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.integrate import first_exit, rollout
 from geodl.metrics import forecast_rmse
 from geodl.models import CNNEmulator, LatentODE
 from geodl.sim import QGModel
@@ -437,14 +438,7 @@ def forecast_fn(model: nn.Module, method: str, residual: bool = False) -> Foreca
     that lead 0 is ``x0`` itself and the autoencoder need not reproduce the scales that persist.
     """
     if method == "cnn":
-
-        def cnn(x0: torch.Tensor, n: int) -> torch.Tensor:
-            out = [x0]
-            for _ in range(n):
-                out.append(model(out[-1]))
-            return torch.stack(out, 1)
-
-        return cnn
+        return lambda x0, n: rollout(model, x0, n)
 
     def latent(x0: torch.Tensor, n: int) -> torch.Tensor:
         out = model(x0, torch.arange(n + 1, dtype=x0.dtype, device=x0.device))  # (B, n+1, C, H, W)
@@ -605,10 +599,7 @@ def first_bad_step(x: np.ndarray, bound: float) -> int | None:
     >>> first_bad_step(np.array([[[0.0], [1.0], [20.0], [np.nan]]]), 10.0)
     2
     """
-    flat = np.abs(x.reshape(x.shape[0], x.shape[1], -1))
-    bad = ~(flat <= bound)  # NaN compares False: counted as bad
-    hits = np.flatnonzero(bad.any(axis=(0, 2)))
-    return int(hits[0]) if hits.size else None
+    return first_exit(torch.from_numpy(np.ascontiguousarray(x)), bound, dim=1)
 
 
 def _unfiltered(n_bins: int) -> int:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from geodl.errors import UserInputError
+from geodl.integrate import euler_step, rk4_step, rollout
 from geodl.models.checks import check_positive, check_state
 
 __all__ = ["BilinearResNet"]
@@ -58,19 +59,10 @@ class BilinearResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_state(x, "x", "BilinearResNet.forward", features=self.dim)
-        f, h = self.vector_field, self.dt
-        if self.scheme == "euler":
-            return x + h * f(x)
-        k1 = f(x)
-        k2 = f(x + 0.5 * h * k1)
-        k3 = f(x + 0.5 * h * k2)
-        k4 = f(x + h * k3)
-        return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        step = euler_step if self.scheme == "euler" else rk4_step
+        return step(self.vector_field, x, self.dt)
 
     @torch.no_grad()
     def rollout(self, x0: Tensor, n_steps: int) -> Tensor:
         """Trajectory ``(B, n_steps + 1, D)`` from ``x0`` ``(B, D)`` (no gradient)."""
-        out = [x0]
-        for _ in range(n_steps):
-            out.append(self(out[-1]))
-        return torch.stack(out, dim=1)
+        return rollout(self, x0, n_steps)

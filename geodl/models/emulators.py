@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodl.errors import UserInputError
+from geodl.integrate import rollout
 from geodl.models.blocks import ConvBlock, PaddedConv, activation, check_padding
 from geodl.models.checks import check_positive
 from geodl.models.neural_ode import NeuralODE
@@ -88,10 +89,7 @@ class CNNEmulator(nn.Module):
                 "CNNEmulator.rollout: mode='vector_field' has no one-step map; wrap it in "
                 "NeuralODE(emulator) and call it with the output times"
             )
-        out = [x0]
-        for _ in range(n_steps):
-            out.append(self(out[-1]))
-        return torch.stack(out, dim=1)
+        return rollout(self, x0, n_steps)
 
 
 class LatentODE(nn.Module):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodl.errors import UserInputError
+from geodl.integrate import rk4_step
 from geodl.models.bilinear import BilinearResNet
 
 __all__ = ["LocalBilinearStep", "StateFourDVarNet"]
@@ -78,12 +79,7 @@ class LocalBilinearStep(nn.Module):
         return f.reshape(x.shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        f, h = self.vector_field, self.dt
-        k1 = f(x)
-        k2 = f(x + 0.5 * h * k1)
-        k3 = f(x + 0.5 * h * k2)
-        k4 = f(x + h * k3)
-        return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        return rk4_step(self.vector_field, x, self.dt)
 
 
 class _ConvLSTM1d(nn.Module):

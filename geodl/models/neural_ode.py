@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from geodl.errors import UserInputError
+from geodl.integrate import rk4_step
 
 __all__ = ["METHODS", "NeuralODE", "rk4_odeint"]
 
@@ -46,11 +47,7 @@ def rk4_odeint(
         n_sub = 1 if step_size is None else max(1, math.ceil(abs(t1 - t0) / step_size * (1 - 1e-6)))
         h = (t1 - t0) / n_sub
         for _ in range(n_sub):
-            k1 = f(x)
-            k2 = f(x + 0.5 * h * k1)
-            k3 = f(x + 0.5 * h * k2)
-            k4 = f(x + h * k3)
-            x = x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+            x = rk4_step(f, x, h)
         out.append(x)
     return torch.stack(out, dim=1)
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from geodl.errors import UserInputError
+from geodl.integrate import VectorField, rk4_step  # rk4_step: re-exported (geodl.sim.rk4_step)
 
 __all__ = [
     "integrate",
@@ -28,7 +29,6 @@ __all__ = [
     "simulate_lorenz",
 ]
 
-VectorField = Callable[[Tensor], Tensor]
 TangentField = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -64,15 +64,6 @@ def lorenz96_jvp(x: Tensor, v: Tensor, forcing: float = 8.0) -> Tensor:
         + (torch.roll(x, -1, -1) - torch.roll(x, 2, -1)) * torch.roll(v, 1, -1)
         - v
     )
-
-
-def rk4_step(f: VectorField, x: Tensor, dt: float) -> Tensor:
-    """One classical fourth-order Runge-Kutta step."""
-    k1 = f(x)
-    k2 = f(x + 0.5 * dt * k1)
-    k3 = f(x + 0.5 * dt * k2)
-    k4 = f(x + dt * k3)
-    return x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
 def integrate(

@@ -78,7 +78,7 @@ def test_checkpoint_round_trip(tmp_path):
     path = save_dynamics_model(tmp_path / "m.pt", net, meta)
     assert set(torch.load(path, weights_only=True)) == {"state_dict", "geodl"}
     state_dict, again = read_dynamics_checkpoint(path)
-    assert again == meta
+    assert again.pop("version") and again == meta  # the envelope adds the geodl version
     back = restore_dynamics_model(m, 3, state_dict)
     assert not back.training and all(p.dtype == torch.float64 for p in back.parameters())
     x = torch.randn(4, 3, dtype=torch.float64)

@@ -34,7 +34,7 @@ def test_every_declared_section_exists(task):
     [
         ("dynamics", "evaluate.lead_steps=7", {"evaluate"}),
         ("dynamics", "train.lr=0.5", {"train"}),
-        ("dynamics", "experiment.seed=3", set()),
+        ("dynamics", "experiment.seed=3", {"train"}),  # the training seed (initial weights)
         ("emulation", "evaluate.threads=2", {"evaluate"}),  # speed only: no retraining
         ("emulation", "cnn.width=4", {"train_cnn", "evaluate"}),
         ("emulation", "evaluate.bound=50", {"evaluate"}),
