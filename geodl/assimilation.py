@@ -33,11 +33,13 @@ import numpy as np
 import torch
 import xarray as xr
 
+from geodl.config import validate
 from geodl.dynamics import DynamicsModel, trajectory_array
 from geodl.errors import DataError, UserInputError
 from geodl.methods.assimilation import (
-    DEFAULT_LAG,
     ENSEMBLE_METHODS,
+    EnKFSection,
+    FourDVarSection,
     apply_fourdvarnet,
     ensemble,
     fourdvarnet_info,
@@ -76,6 +78,10 @@ def _step(model: str | DynamicsModel | Step, dt: float, forcing: float) -> Step:
     )
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _fourdvarnet(model: Any, values: np.ndarray, dt: float, obs_std: float) -> np.ndarray:
     """Apply a 4DVarNet trained by the assimilation task (its model file) to ``values``."""
     if not isinstance(model, str | Path) or not Path(model).is_file():
@@ -111,17 +117,17 @@ def assimilate(
     method: str = "enkf",
     dt: float | None = None,
     forcing: float = 8.0,
-    n_members: int = 10,
+    n_members: int | None = None,
     inflation: float = 1.05,
-    lag: int = DEFAULT_LAG,
-    init_std: float = 2.0,
+    lag: int | None = None,
+    init_std: float | None = None,
     background_cov: np.ndarray | None = None,
     background_scale: float = 0.1,
-    model_std: float = 0.01,
+    model_std: float | None = None,
     window: int | None = None,
-    n_iter: int = 100,
-    n_outer: int = 3,
-    seed: int = 0,
+    n_iter: int | None = None,
+    n_outer: int | None = None,
+    seed: int | None = None,
 ) -> xr.Dataset:
     """Reconstruct the state trajectory from ``obs`` (see the module docstring).
 
@@ -135,9 +141,25 @@ def assimilate(
     the scaled covariance of the observations), ``model_std``, ``window``, ``n_iter``,
     ``n_outer`` (4D-Var). A component never observed in a trajectory is, for ``linear``, the
     mean of that trajectory's observations.
+
+    Options left at None take the defaults of the task's sections (stated once, there):
+    :class:`~geodl.methods.assimilation.EnKFSection` for ``n_members``, ``lag``, ``init_std``
+    and ``seed``; :class:`~geodl.methods.assimilation.FourDVarSection` for ``model_std``,
+    ``window``, ``n_iter`` and ``n_outer``. ``inflation`` is one value here, where the task
+    tunes it over a grid against the truth.
     """
     from geodl.baselines import cycled_3dvar, weak_4dvar
 
+    ens = validate(
+        _given(n_members=n_members, lag=lag, init_std=init_std, seed=seed),
+        EnKFSection,
+        "assimilate",
+    )
+    var4 = validate(
+        _given(model_std=model_std, window=window, n_iter=n_iter, n_outer=n_outer),
+        FourDVarSection,
+        "assimilate",
+    )
     if method not in METHODS:
         raise UserInputError(f"method={method!r}: expected one of {list(METHODS)}")
     if not obs_std > 0:
@@ -157,11 +179,11 @@ def assimilate(
             _step(model, dt, forcing),
             y,
             obs_std=obs_std,
-            n_members=n_members,
+            n_members=ens.n_members,
             inflation=inflation,
-            lag=lag,
-            init_std=init_std,
-            seed=seed,
+            lag=ens.lag,
+            init_std=ens.init_std,
+            seed=ens.seed,
         )
     elif method == "threedvar":
         if background_cov is None:
@@ -179,10 +201,10 @@ def assimilate(
             _step(model, dt, forcing),
             y,
             obs_std=obs_std,
-            model_std=model_std,
-            window=window,
-            n_iter=n_iter,
-            n_outer=n_outer,
+            model_std=var4.model_std,
+            window=min(var4.window, values.shape[1]),
+            n_iter=var4.n_iter,
+            n_outer=var4.n_outer,
         )
     analysis = est.detach().numpy()
     if not np.isfinite(analysis).all():

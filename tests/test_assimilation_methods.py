@@ -108,3 +108,51 @@ def test_linear_needs_an_observation_in_every_trajectory():
         linear(torch.as_tensor(obs))
     with pytest.raises(DataError, match="have no observation"):
         METHODS["linear"](obs)
+
+
+def _task_run(twin, name, settings):
+    """What the task's evaluate stage runs for ``name`` (the registry entry, a twin experiment)."""
+    from geodl.methods.assimilation import METHODS as TASK_METHODS
+    from geodl.methods.assimilation import TwinExperiment
+
+    truth, obs = twin
+    exp = TwinExperiment(
+        truth=truth,
+        obs=torch.as_tensor(obs),
+        times=np.isfinite(obs).any(axis=(0, 2)),
+        dt=DT,
+        system="lorenz63",
+        forcing=8.0,
+        spinup_steps=1000,
+        obs_std=OBS_STD,
+    )
+    return TASK_METHODS[name].run(settings, exp)[0]
+
+
+def test_fourdvar_defaults_are_the_tasks_and_give_the_tasks_estimate(twin):
+    """The API's 4D-Var options default to the task's section (stated once, there)."""
+    from geodl.methods.assimilation import FourDVarSection
+
+    section = FourDVarSection(window=120, n_iter=5, n_outer=1)
+    task = _task_run(twin, "fourdvar", section)
+    api = api_estimate(twin, "fourdvar", window=120, n_iter=5, n_outer=1)
+    np.testing.assert_allclose(api, task, rtol=0, atol=1e-12)
+    default = FourDVarSection()
+    section_default = _task_run(twin, "fourdvar", default.model_copy(update={"n_iter": 3}))
+    np.testing.assert_allclose(
+        api_estimate(twin, "fourdvar", n_iter=3), section_default, rtol=0, atol=1e-12
+    )
+
+
+def test_threedvar_with_the_tasks_background_gives_the_tasks_estimate(twin):
+    """The task's cycled 3D-Var (B = scale x a climatology of a separate run) and the API's with
+    that B are one computation."""
+    from geodl.methods.assimilation import ThreeDVarSection, climatology_cov
+
+    section = ThreeDVarSection(scale=[0.05], clim_steps=2000)
+    task = _task_run(twin, "threedvar", section)
+    cov = climatology_cov(
+        "lorenz63", n_steps=2000, dt=DT, spinup_steps=1000, dim=3, forcing=8.0, seed=12345
+    )
+    api = api_estimate(twin, "threedvar", background_cov=0.05 * cov.numpy())
+    np.testing.assert_allclose(api, task, rtol=0, atol=1e-12)
