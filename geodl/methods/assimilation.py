@@ -71,6 +71,7 @@ from torch import Tensor
 from geodl.config import Section
 from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.metrics import twin_scores
 
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
@@ -877,44 +878,6 @@ def analysis_dataset(estimates: dict[str, np.ndarray]) -> xr.Dataset:
         {n: (("trajectory", "time", "component"), e) for n, e in estimates.items()},
         attrs={"title": "state estimates of each method"},
     )
-
-
-def twin_scores(
-    est: np.ndarray, truth: np.ndarray, times: np.ndarray, burn_in: int
-) -> dict[str, float]:
-    """RMSE over components and times per trajectory, then mean and std over trajectories.
-
-    Parameters
-    ----------
-    est, truth : ``(B, T, D)``.
-    times : ``(T,)`` booleans, the analysis times (scored by the ``rmse_analysis*`` keys).
-    burn_in : first steps left out of every score.
-
-    Returns
-    -------
-    dict
-        ``rmse`` (over every time), ``rmse_analysis`` (at analysis times), their ``*_std`` over
-        trajectories, and ``rmse_analysis_dapper`` (DAPPER's time mean of the instantaneous RMSE).
-
-    Examples
-    --------
-    >>> s = twin_scores(np.ones((1, 4, 2)), np.zeros((1, 4, 2)), np.ones(4, bool), 0)
-    >>> s["rmse"], s["rmse_analysis_dapper"]
-    (1.0, 1.0)
-    """
-    keep = np.arange(truth.shape[1]) >= burn_in
-    err2 = (est - truth) ** 2
-    whole = np.sqrt(err2[:, keep].mean(axis=(1, 2)))
-    at = np.sqrt(err2[:, keep & times].mean(axis=(1, 2)))
-    return {
-        "rmse": float(np.sqrt(err2[:, keep].mean())),
-        "rmse_std": float(whole.std()),
-        "rmse_analysis": float(np.sqrt(err2[:, keep & times].mean())),
-        "rmse_analysis_std": float(at.std()),
-        # DAPPER's convention: the time mean of the instantaneous RMSE over components (smaller
-        # than the root of the overall mean square when errors vary in time).
-        "rmse_analysis_dapper": float(np.sqrt(err2[:, keep & times].mean(axis=2)).mean()),
-    }
 
 
 # ----- the registry: every method of a twin experiment -------------------------------------

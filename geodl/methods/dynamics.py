@@ -40,8 +40,14 @@ from torch.utils.data import TensorDataset
 from geodl.config import Section
 from geodl.data import open_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.integrate import first_exit, rollout, rollout_until_exit
-from geodl.metrics import forecast_rmse
+from geodl.integrate import rollout, rollout_until_exit
+from geodl.metrics import (
+    denoise_scores,
+    forecast_rmse,
+    histogram_distance,
+    leave_step,
+    near_fraction,
+)
 from geodl.models import BilinearResNet, NeuralODE, build_model
 from geodl.sim import lorenz_vector_field, lyapunov_exponents, simulate_lorenz
 from geodl.training import TaskModule, TrainSection, fit, torch_threads
@@ -519,69 +525,6 @@ def restore_dynamics_model(m: ModelSection, dim: int, state_dict: Mapping[str, A
 
 
 # ----- scores -------------------------------------------------------------------------------
-def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int) -> np.ndarray:
-    """Total-variation distance between the histograms of each component of ``a`` and ``b``
-    (``(N, D)`` and ``(M, D)``), on common bins spanning both: ``(D,)`` in [0, 1].
-
-    Examples
-    --------
-    >>> x = np.random.default_rng(0).normal(size=(5000, 2))
-    >>> d = histogram_distance(x, x + [0.0, 10.0], bins=20)
-    >>> bool(d[0] == 0.0), bool(d[1] == 1.0)
-    (True, True)
-    """
-    out = np.empty(a.shape[1])
-    for j in range(a.shape[1]):
-        lo = min(a[:, j].min(), b[:, j].min())
-        hi = max(a[:, j].max(), b[:, j].max())
-        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-        pa = np.histogram(a[:, j], edges)[0] / len(a)
-        pb = np.histogram(b[:, j], edges)[0] / len(b)
-        out[j] = 0.5 * np.abs(pa - pb).sum()
-    return out
-
-
-def leave_step(traj: np.ndarray, bound: float) -> int | None:
-    """First step of ``traj`` ``(T, D)`` (normalised) that is non-finite or has a component beyond
-    ``bound`` in absolute value; None if it never leaves.
-
-    Examples
-    --------
-    >>> leave_step(np.array([[0.0], [1.0], [9.0], [np.nan]]), 5.0)
-    2
-    """
-    return first_exit(torch.from_numpy(np.ascontiguousarray(traj)), bound, dim=0)
-
-
-def near_fraction(points: np.ndarray, attractor: np.ndarray, radius: float) -> float:
-    """Fraction of ``points`` ``(N, D)`` within ``radius`` of a point of ``attractor`` ``(M, D)``
-    (both normalised; at most about 5000 evenly spaced points are tested).
-
-    Examples
-    --------
-    >>> near_fraction(np.array([[0.0, 0.0], [3.0, 0.0]]), np.zeros((1, 2)), 1.0)
-    0.5
-    """
-    if len(points) == 0:
-        return 0.0
-    pts = torch.as_tensor(points[:: max(1, len(points) // 5000)])
-    ref = torch.as_tensor(attractor)
-    hits = 0
-    for i in range(0, len(pts), 1000):
-        d = torch.cdist(pts[i : i + 1000], ref).min(dim=1).values
-        hits += int((d <= radius).sum())
-    return hits / len(pts)
-
-
-def denoise_scores(data: np.ndarray, states: np.ndarray, clean: np.ndarray) -> dict[str, float]:
-    """How much of the noise the joint state estimate removed: RMSE of the noisy training ``data``
-    and of the estimated ``states`` against the ``clean`` ones (original units)."""
-    return {
-        "train_data_rmse": float(np.sqrt(((data - clean) ** 2).mean())),
-        "train_states_rmse": float(np.sqrt(((states - clean) ** 2).mean())),
-    }
-
-
 @dataclass
 class DynamicsScores:
     """What :func:`score_dynamics` measured.

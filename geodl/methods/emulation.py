@@ -39,8 +39,9 @@ from torch.utils.data import TensorDataset
 
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.integrate import first_exit, rollout
-from geodl.metrics import forecast_rmse
+from geodl.integrate import rollout
+from geodl.metrics import first_bad_step, forecast_rmse, ke_spectrum
+from geodl.metrics import spectrum_log10_error as _log_error
 from geodl.models import CNNEmulator, LatentODE
 from geodl.sim import QGModel
 from geodl.training import (
@@ -567,53 +568,11 @@ def load_emulator(
 
 
 # ----- scores ------------------------------------------------------------------------------
-def ke_spectrum(
-    psi: np.ndarray, length_m: float, weights: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Isotropic kinetic-energy spectrum of streamfunctions ``psi`` ``(N, 2, n, n)`` (m^2/s).
-
-    Returns wavenumbers ``k`` (rad/m, bin centres ``i * dk``, ``i = 1 .. n/2``) and ``E(k)``
-    (m^3/s^2), the layer-weighted (``weights``, e.g. ``H_i / H``) kinetic energy
-    ``0.5 K^2 |psi_hat|^2`` summed over each annulus, averaged over the ``N`` snapshots, divided by
-    ``dk``: ``sum(E) * dk`` is the mean kinetic energy per unit mass of the resolved annuli.
-    """
-    n = psi.shape[-1]
-    ph = np.fft.fft2(psi) / n**2
-    k1 = 2 * np.pi * np.fft.fftfreq(n, d=length_m / n)
-    kk = np.sqrt(k1[None, :] ** 2 + k1[:, None] ** 2)
-    w = np.asarray(weights, dtype=float)[None, :, None, None]
-    dens = (0.5 * kk**2 * (w * np.abs(ph) ** 2).sum(1)).mean(0)  # (n, n)
-    dk = 2 * np.pi / length_m
-    idx = np.rint(kk / dk).astype(int)
-    n_bins = n // 2
-    e = np.bincount(idx.ravel(), weights=dens.ravel(), minlength=n_bins + 1)[1 : n_bins + 1]
-    return dk * np.arange(1, n_bins + 1), e / dk
-
-
-def first_bad_step(x: np.ndarray, bound: float) -> int | None:
-    """First index along axis 1 of ``x`` ``(N, T, ...)`` where any member is non-finite or beyond
-    ``bound`` in absolute value; None if there is none.
-
-    Examples
-    --------
-    >>> first_bad_step(np.array([[[0.0], [1.0], [20.0], [np.nan]]]), 10.0)
-    2
-    """
-    return first_exit(torch.from_numpy(np.ascontiguousarray(x)), bound, dim=1)
-
-
 def _unfiltered(n_bins: int) -> int:
     """Annuli ``1 .. n`` below the QG filter's cut-off (0.65 of the grid's Nyquist wavenumber):
     above it the simulator's own filter removes energy by orders of magnitude per step, and log
     ratios there would swamp the comparison of the energetic scales."""
     return max(1, int(0.65 * n_bins))
-
-
-def _log_error(e: np.ndarray, ref: np.ndarray, n: int) -> float:
-    """Mean ``|log10(e / ref)|`` over the first ``n`` annuli where both are positive."""
-    e, ref = e[:n], ref[:n]
-    ok = (e > 0) & (ref > 0)
-    return float(np.abs(np.log10(e[ok] / ref[ok])).mean()) if ok.any() else math.inf
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:

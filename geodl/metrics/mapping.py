@@ -17,7 +17,7 @@ import xarray as xr
 
 from geodl.metrics._inputs import ArrayLike, _Grid, _prepare
 from geodl.metrics.calibration import _calibration
-from geodl.metrics.spectral import ResolutionBoundWarning, _psd_score, effective_resolution
+from geodl.metrics.spectral import _psd_score, effective_resolution
 
 __all__ = ["mu", "nrmse", "relative_to", "rmse", "score", "score_units"]
 
@@ -36,7 +36,15 @@ def rmse(prediction: ArrayLike, truth: ArrayLike, *, mask: ArrayLike | None = No
 
 
 def nrmse(prediction: ArrayLike, truth: ArrayLike, *, mask: ArrayLike | None = None) -> float:
-    """RMSE divided by the standard deviation of the truth over the same entries."""
+    """RMSE divided by the standard deviation of the truth over the same entries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.array([1.0, -1.0, -1.0, 1.0]).reshape(2, 1, 2)  # std 1
+    >>> nrmse(np.zeros_like(truth), truth)
+    1.0
+    """
     p, t, _, valid = _prepare(prediction, truth, mask=mask)
     return float(np.sqrt(np.mean((p.values - t.values)[valid] ** 2)) / np.std(t.values[valid]))
 
@@ -82,6 +90,8 @@ def relative_to(results: dict[str, dict[str, Any]], reference: str) -> dict[str,
     """Every method's :func:`score` against ``reference``'s: ``rmse_ratio_<ref>``,
     ``lambda_x_ratio_<ref>`` (below 1: better) and ``mu_gain_<ref>`` (above 0: better).
 
+    Examples
+    --------
     >>> out = relative_to({"oi": {"rmse": 2.0, "lambda_x": 100.0, "mu": 0.8},
     ...                    "unet": {"rmse": 1.0, "lambda_x": 50.0, "mu": 0.9}}, "oi")
     >>> out["unet"]["rmse_ratio_oi"], out["unet"]["lambda_x_ratio_oi"], out["oi"] == {
@@ -102,7 +112,15 @@ def relative_to(results: dict[str, dict[str, Any]], reference: str) -> dict[str,
 def score_units(
     truth: ArrayLike, *, dx: float | None = None, dt: float | None = None, **dims: str
 ) -> dict[str, str]:
-    """Units of the :func:`score` keys for this ``truth`` (``lambda_x``, ``lambda_t``, ``rmse``...)."""
+    """Units of the :func:`score` keys for this ``truth`` (``lambda_x``, ``lambda_t``, ``rmse``...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = score_units(np.zeros((4, 2, 4)))  # an array: no coordinates, no units
+    >>> u["lambda_x"], u["lambda_t"], u["mu"]
+    ('grid points', 'time steps', '1')
+    """
     g = _prepare(truth, truth, dx=dx, dt=dt, **dims)[1]
     field = str(truth.attrs.get("units", "")) if isinstance(truth, xr.DataArray) else ""
     units = {"rmse": field, "mu": "1", "mu_std": "1", "lambda_x": g.x_units, "lambda_t": g.t_units}
@@ -132,6 +150,7 @@ def score(
     Examples
     --------
     >>> import warnings, numpy as np, xarray as xr
+    >>> from geodl.metrics import ResolutionBoundWarning
     >>> rng = np.random.default_rng(0)
     >>> truth = xr.DataArray(rng.normal(size=(16, 8, 16)), dims=("time", "y", "x"))
     >>> pred = truth + 0.1 * rng.normal(size=truth.shape)

@@ -18,7 +18,13 @@ import numpy as np
 from geodl.errors import DataError
 from geodl.metrics._inputs import ArrayLike, _Grid, _prepare
 
-__all__ = ["ResolutionBoundWarning", "effective_resolution", "ke_spectrum", "psd_score", "spectrum_log10_error"]
+__all__ = [
+    "ResolutionBoundWarning",
+    "effective_resolution",
+    "ke_spectrum",
+    "psd_score",
+    "spectrum_log10_error",
+]
 
 
 class ResolutionBoundWarning(UserWarning):
@@ -67,6 +73,14 @@ def psd_score(
     ----------
     Le Guillou, F., et al. (2020). Ocean data challenge 2020a (``psd_based_scores``), after
     Ballarotta, M., et al. (2019). On the resolutions of ocean altimetry maps. Ocean Sci. 15.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.random.default_rng(0).normal(size=(8, 2, 8))
+    >>> s = psd_score(0.5 * truth, truth)  # half the truth: error power 1/4 of it at every scale
+    >>> s["wavenumber_x"], s["score_x"]
+    (array([0.125, 0.25 , 0.375, 0.5  ]), array([0.75, 0.75, 0.75, 0.75]))
     """
     p, t, _, valid = _prepare(prediction, truth, mask=mask, dx=dx, dt=dt, **dims)
     return _psd_score(p, t, valid)
@@ -136,6 +150,16 @@ def ke_spectrum(
     (m^3/s^2), the layer-weighted (``weights``, e.g. ``H_i / H``) kinetic energy
     ``0.5 K^2 |psi_hat|^2`` summed over each annulus, averaged over the ``N`` snapshots, divided by
     ``dk``: ``sum(E) * dk`` is the mean kinetic energy per unit mass of the resolved annuli.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(8) * 2 * np.pi / 8  # a domain of side 2 pi m: dk = 1 rad/m
+    >>> psi = np.zeros((1, 2, 8, 8))
+    >>> psi[0, 0] = np.cos(x)  # upper layer only: v = -sin x, mean KE 1/4
+    >>> k, e = ke_spectrum(psi, 2 * np.pi, (1.0, 0.0))
+    >>> k, int(e.argmax()), round(float(e.sum() * (k[1] - k[0])), 12)
+    (array([1., 2., 3., 4.]), 0, 0.25)
     """
     n = psi.shape[-1]
     ph = np.fft.fft2(psi) / n**2
@@ -151,7 +175,15 @@ def ke_spectrum(
 
 
 def spectrum_log10_error(e: np.ndarray, ref: np.ndarray, n: int) -> float:
-    """Mean ``|log10(e / ref)|`` over the first ``n`` annuli where both are positive."""
+    """Mean ``|log10(e / ref)|`` over the first ``n`` annuli where both are positive (``inf`` if
+    there is none): the error of a spectrum ``e`` against ``ref`` on the same annuli.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spectrum_log10_error(np.array([10.0, 1.0, 0.0]), np.ones(3), 3)  # the 0 is left out
+    0.5
+    """
     e, ref = e[:n], ref[:n]
     ok = (e > 0) & (ref > 0)
     return float(np.abs(np.log10(e[ok] / ref[ok])).mean()) if ok.any() else math.inf
