@@ -1,17 +1,114 @@
-"""Grid geometry shared by the tasks and the methods: time in days, y/x coordinates in km."""
+"""Grid axes and geometry, the one copy for data, metrics, obs, methods and tasks: which dimension
+is time / y / x / z (CF ``axis``, ``standard_name`` and ``units``, else common names), time in
+days (datetime64, cftime or numeric) and y/x coordinates in km (projected in km or m, or
+geographic in degrees)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
 from geodl.errors import DataError
 
-__all__ = ["EARTH_KM_PER_DEG", "days", "grid_km"]
+__all__ = [
+    "AXIS_NAMES",
+    "DEGREES",
+    "EARTH_KM_PER_DEG",
+    "METRES",
+    "Axes",
+    "days",
+    "find_axes",
+    "grid_km",
+]
 
 EARTH_KM_PER_DEG = 111.195
+
+#: Spellings of degree and metre units (CF and common).
+DEGREES = (
+    "degrees",
+    "degree",
+    "degrees_east",
+    "degree_east",
+    "degrees_north",
+    "degree_north",
+    "degE",
+    "degN",
+)
+METRES = ("m", "meter", "meters", "metre", "metres")
+
+#: Common dimension names of each role, tried after the CF attributes.
+AXIS_NAMES = {
+    "time": ("time", "t", "time_counter"),
+    "y": ("lat", "latitude", "nav_lat", "y", "rlat", "yc", "j"),
+    "x": ("lon", "longitude", "nav_lon", "x", "rlon", "xc", "i"),
+    "z": ("depth", "level", "lev", "z", "height", "plev"),
+}
+_STANDARD = {
+    "time": ("time",),
+    "y": ("latitude", "projection_y_coordinate", "grid_latitude"),
+    "x": ("longitude", "projection_x_coordinate", "grid_longitude"),
+    "z": ("depth", "height", "altitude", "air_pressure", "model_level_number"),
+}
+_AXIS_ATTR = {"T": "time", "Y": "y", "X": "x", "Z": "z"}
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Names of the dimensions that play each role (None where absent)."""
+
+    time: str | None
+    y: str | None
+    x: str | None
+    z: str | None = None
+
+    @property
+    def spatial(self) -> tuple[str, str]:
+        if self.y is None or self.x is None:
+            raise DataError("no spatial axes (y/lat and x/lon) found")
+        return (self.y, self.x)
+
+
+def _role(name: str, var: xr.DataArray) -> str | None:
+    axis = str(var.attrs.get("axis", "")).upper()
+    if axis in _AXIS_ATTR:
+        return _AXIS_ATTR[axis]
+    std = str(var.attrs.get("standard_name", "")).lower()
+    for role, names in _STANDARD.items():
+        if std in names:
+            return role
+    units = str(var.attrs.get("units", "")).lower()
+    if units in ("degrees_north", "degree_north", "degrees_n"):
+        return "y"
+    if units in ("degrees_east", "degree_east", "degrees_e"):
+        return "x"
+    if np.issubdtype(var.dtype, np.datetime64) or " since " in units:
+        return "time"
+    for role, names in AXIS_NAMES.items():
+        if name.lower() in names:
+            return role
+    return None
+
+
+def find_axes(ds: xr.Dataset | xr.DataArray) -> Axes:
+    """Map roles (time, y, x, z) to dimension names of ``ds``.
+
+    A dimension gets a role from its coordinate variable's CF attributes, else from its name.
+
+    Examples
+    --------
+    >>> find_axes(xr.DataArray(np.zeros((2, 3, 4)), dims=("time", "lat", "lon")))
+    Axes(time='time', y='lat', x='lon', z=None)
+    """
+    found: dict[str, str] = {}
+    for dim in ds.dims:
+        var = ds[dim] if dim in ds.coords else xr.DataArray(np.empty(0), name=str(dim))
+        role = _role(str(dim), var)
+        if role is not None and role not in found:
+            found[role] = str(dim)
+    return Axes(time=found.get("time"), y=found.get("y"), x=found.get("x"), z=found.get("z"))
 
 
 def days(time: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ def _dataarray(values, *, x_units="km", dx=2.0, dy=2.0):
         dims=("time", "y", "x"),
         coords={
             "time": pd.date_range("2020-01-01", periods=t, freq="D"),
-            "y": ("y", np.arange(y) * dy, {"units": x_units}),
+            # a geographic grid's y is in degrees_north (the axes are read from CF units)
+            "y": ("y", np.arange(y) * dy, {"units": x_units.replace("_east", "_north")}),
             "x": ("x", np.arange(x) * dx, {"units": x_units}),
         },
         attrs={"units": "m"},
@@ -189,8 +190,11 @@ def test_bad_inputs():
         M.rmse(np.zeros((4, 4, 8)), da)
     with pytest.raises(DataError, match="coordinates differ"):
         M.rmse(da.assign_coords(x=da.x + 1.0), da)
+    plain = da.rename(time="day").assign_coords(day=np.arange(da.sizes["time"]))
     with pytest.raises(DataError, match=r"no time dim .* pass time_dim="):
-        M.score(da.rename(time="day"), da.rename(time="day"))
+        M.score(plain, plain)  # neither a time name nor dates nor CF attributes
+    dated = da.rename(time="day")  # dates under another name: found by their dtype (geodl.grid)
+    assert M.score_units(dated)["lambda_t"] == "days"
     irregular = da.assign_coords(
         x=("x", np.r_[0.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], {"units": "km"})
     )

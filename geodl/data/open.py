@@ -1,7 +1,7 @@
 """Open NetCDF/Zarr fields lazily and find their axes (DESIGN.md, data contract).
 
-Axes are found from CF metadata (``axis``, ``standard_name``, ``units``) or common names. Projected
-grids (``y``/``x`` in km or m) and geographic grids (``lat``/``lon`` in degrees) are both first class.
+Axes are found by :func:`geodl.grid.find_axes` (CF metadata, else common names). Projected grids
+(``y``/``x`` in km or m) and geographic grids (``lat``/``lon`` in degrees) are both first class.
 """
 
 from __future__ import annotations
@@ -16,74 +16,9 @@ import numpy as np
 import xarray as xr
 
 from geodl.errors import DataError
+from geodl.grid import Axes, find_axes
 
 __all__ = ["Axes", "describe", "find_axes", "open_dataset"]
-
-_NAMES = {
-    "time": ("time", "t", "time_counter"),
-    "y": ("lat", "latitude", "nav_lat", "y", "rlat", "yc"),
-    "x": ("lon", "longitude", "nav_lon", "x", "rlon", "xc"),
-    "z": ("depth", "level", "lev", "z", "height", "plev"),
-}
-_STANDARD = {
-    "time": ("time",),
-    "y": ("latitude", "projection_y_coordinate", "grid_latitude"),
-    "x": ("longitude", "projection_x_coordinate", "grid_longitude"),
-    "z": ("depth", "height", "altitude", "air_pressure", "model_level_number"),
-}
-_AXIS_ATTR = {"T": "time", "Y": "y", "X": "x", "Z": "z"}
-
-
-@dataclass(frozen=True)
-class Axes:
-    """Names of the dimensions that play each role (None where absent)."""
-
-    time: str | None
-    y: str | None
-    x: str | None
-    z: str | None = None
-
-    @property
-    def spatial(self) -> tuple[str, str]:
-        if self.y is None or self.x is None:
-            raise DataError("no spatial axes (y/lat and x/lon) found")
-        return (self.y, self.x)
-
-
-def _role(name: str, var: xr.DataArray) -> str | None:
-    axis = str(var.attrs.get("axis", "")).upper()
-    if axis in _AXIS_ATTR:
-        return _AXIS_ATTR[axis]
-    std = str(var.attrs.get("standard_name", "")).lower()
-    for role, names in _STANDARD.items():
-        if std in names:
-            return role
-    units = str(var.attrs.get("units", "")).lower()
-    if units in ("degrees_north", "degree_north", "degrees_n"):
-        return "y"
-    if units in ("degrees_east", "degree_east", "degrees_e"):
-        return "x"
-    if np.issubdtype(var.dtype, np.datetime64) or " since " in units:
-        return "time"
-    for role, names in _NAMES.items():
-        if name.lower() in names:
-            return role
-    return None
-
-
-def find_axes(ds: xr.Dataset | xr.DataArray) -> Axes:
-    """Map roles (time, y, x, z) to dimension names of ``ds``.
-
-    A dimension gets a role from its coordinate variable's CF attributes, else from its name.
-    """
-    found: dict[str, str] = {}
-    for dim in ds.dims:
-        var = ds[dim] if dim in ds.coords else xr.DataArray(np.empty(0), name=str(dim))
-        role = _role(str(dim), var)
-        if role is not None and role not in found:
-            found[role] = str(dim)
-    return Axes(time=found.get("time"), y=found.get("y"), x=found.get("x"), z=found.get("z"))
-
 
 def _expand(path: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(path, str | Path):

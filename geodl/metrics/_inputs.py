@@ -16,23 +16,10 @@ import xarray as xr
 from torch import Tensor
 
 from geodl.errors import DataError, UserInputError
+from geodl.grid import AXIS_NAMES, DEGREES, METRES, find_axes
 
 ArrayLike = xr.DataArray | np.ndarray | Tensor
 
-_TIME_NAMES = ("time", "t", "time_counter")
-_Y_NAMES = ("y", "lat", "latitude", "nav_lat", "yc", "rlat", "j")
-_X_NAMES = ("x", "lon", "longitude", "nav_lon", "xc", "rlon", "i")
-_DEGREES = (
-    "degrees",
-    "degree",
-    "degrees_east",
-    "degree_east",
-    "degrees_north",
-    "degree_north",
-    "degE",
-    "degN",
-)
-_METRES = ("m", "meter", "meters", "metre", "metres")
 _LAYOUT = (
     "a DataArray with time, y, x dims, or an array (time, y, x) or (batch, time, channel, y, x)"
 )
@@ -53,25 +40,21 @@ def _numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x)
 
 
-def _find_dim(
-    da: xr.DataArray, names: tuple[str, ...], axis: str, given: str | None, what: str
-) -> str:
+def _find_dim(da: xr.DataArray, role: str, given: str | None, what: str) -> str:
+    """The ``role`` ("time", "y", "x") dim of ``da``: ``given``, else :func:`geodl.grid.find_axes`."""
     if given is not None:
         if given not in da.dims:
             raise DataError(
                 f"metrics: {what} dim {given!r} not in the DataArray dims {list(da.dims)}"
             )
         return given
-    for dim in da.dims:
-        coord = da.coords.get(dim)
-        if coord is not None and coord.attrs.get("axis") == axis:
-            return str(dim)
-    for dim in da.dims:
-        if str(dim).lower() in names:
-            return str(dim)
+    found = getattr(find_axes(da), role)
+    if found is not None:
+        return found
     raise DataError(
-        f"metrics: no {what} dim in DataArray dims {list(da.dims)}; expected one of {list(names)} "
-        f"(or a coordinate with axis='{axis}'); rename it or pass {what}_dim="
+        f"metrics: no {what} dim in DataArray dims {list(da.dims)}; expected one named like "
+        f"{list(AXIS_NAMES[role][:3])} or a coordinate with CF axis/standard_name/units; rename "
+        f"it or pass {what}_dim="
     )
 
 
@@ -90,9 +73,9 @@ def _spacing(coord: xr.DataArray | None, given: float | None, what: str) -> tupl
         units = "days"
     else:
         steps = np.diff(values.astype(np.float64))
-        if units in _DEGREES:
+        if units in DEGREES:
             units = "degrees"
-        elif units in _METRES:
+        elif units in METRES:
             steps, units = steps / 1000.0, "km"
         elif " since " in units:
             units = units.split(" since ")[0]
@@ -173,9 +156,9 @@ def _prepare(
         std = rest.pop(0) if std is not None else None
         mask = rest.pop(0) if mask is not None else None
         dims = (
-            _find_dim(truth, _TIME_NAMES, "T", time_dim, "time"),
-            _find_dim(truth, _Y_NAMES, "Y", y_dim, "y"),
-            _find_dim(truth, _X_NAMES, "X", x_dim, "x"),
+            _find_dim(truth, "time", time_dim, "time"),
+            _find_dim(truth, "y", y_dim, "y"),
+            _find_dim(truth, "x", x_dim, "x"),
         )
     elif isinstance(prediction, xr.DataArray):
         raise UserInputError(
