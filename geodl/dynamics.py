@@ -35,6 +35,7 @@ import xarray as xr
 
 from geodl.config import validate
 from geodl.errors import DataError, UserInputError
+from geodl.integrate import in_units, rollout_until_exit
 from geodl.methods.dynamics import (
     ModelSection,
     read_dynamics_checkpoint,
@@ -87,8 +88,9 @@ class DynamicsModel:
         device = param.device if param is not None else x.device
         mean = torch.as_tensor(self.mean, dtype=dtype, device=device)
         std = torch.as_tensor(self.std, dtype=dtype, device=device)
-        z = ((x.to(dtype=dtype, device=device) - mean) / std).reshape(-1, self.dim)  # (N, D)
-        out = step_function(self.net)(z).reshape(x.shape) * std + mean  # (..., D)
+        net = step_function(self.net)
+        flat = x.to(dtype=dtype, device=device).reshape(-1, self.dim)  # (N, D)
+        out = in_units(net, mean, std)(flat).reshape(x.shape)  # (..., D)
         return out.to(dtype=x.dtype, device=x.device)
 
     def forecast(self, x0: xr.DataArray | np.ndarray, n_steps: int) -> xr.DataArray:
@@ -108,19 +110,15 @@ class DynamicsModel:
             )
         single = x.ndim == 1
         z = torch.as_tensor((np.atleast_2d(x) - self.mean) / self.std)
-        net = self.net.double().eval()
-        step = step_function(net)
-        out = np.empty((n_steps + 1, *z.shape))
-        out[0] = z.numpy()
-        left = None
+        if not (np.abs(z.numpy()) <= BOUND).all():
+            raise DataError(
+                f"x0 lies beyond {BOUND} standard deviations of the training data (or is not "
+                "finite): off the attractor the model learned; start from a state on it"
+            )
+        step = step_function(self.net.double().eval())
         with torch.no_grad():
-            for i in range(1, n_steps + 1):
-                z = step(z)
-                out[i] = z.numpy()
-                if not np.isfinite(out[i]).all() or (np.abs(out[i]) > BOUND).any():
-                    left = i
-                    break
-        kept = out[: left if left is not None else n_steps + 1]
+            traj, left = rollout_until_exit(step, z, n_steps, BOUND)  # (M, S, D)
+        kept = traj.permute(1, 0, 2).numpy()  # (S, M, D)
         if left is not None:
             warnings.warn(
                 f"the forecast left the attractor at step {left} (a state beyond {BOUND} "

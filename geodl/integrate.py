@@ -23,6 +23,7 @@ __all__ = [
     "VectorField",
     "euler_step",
     "first_exit",
+    "in_units",
     "rk4_step",
     "rollout",
     "rollout_until_exit",
@@ -81,6 +82,20 @@ def rollout(step: Step, x0: Tensor, n_steps: int) -> Tensor:
     for _ in range(n_steps):
         out.append(step(out[-1]))
     return torch.stack(out, dim=1)
+
+
+def in_units(step: Step, mean: Tensor, std: Tensor) -> Step:
+    """``step`` of normalised states as a step of states in the data's units:
+    ``x -> step((x - mean) / std) * std + mean`` (differentiable; ``mean``, ``std`` broadcast over
+    the trailing component axis).
+
+    Examples
+    --------
+    >>> f = in_units(lambda z: 2 * z, torch.tensor([1.0]), torch.tensor([10.0]))
+    >>> f(torch.tensor([[21.0]])).tolist()  # z = 2, 2z = 4, back: 41
+    [[41.0]]
+    """
+    return lambda x: step((x - mean) / std) * std + mean
 
 
 def first_exit(x: Tensor, bound: float, *, dim: int = 1) -> int | None:

@@ -151,3 +151,11 @@ def test_neural_ode_geodl_rk4_or_torchdiffeq(l63, tmp_path, method):
     x.requires_grad_(True)
     m.step(x).sum().backward()  # differentiable in the state (4D-Var uses it)
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_forecast_from_a_state_off_the_attractor_is_refused(model):
+    far = model.mean + 50 * model.std  # 50 standard deviations of the training data
+    with pytest.raises(DataError, match="beyond 5.0 standard deviations"):
+        model.forecast(far, 10)
+    with pytest.raises(DataError, match="not finite"):
+        model.forecast(np.full(3, np.nan), 10)

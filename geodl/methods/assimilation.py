@@ -71,6 +71,7 @@ from torch import Tensor
 from geodl.config import Section
 from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
+from geodl.integrate import in_units
 from geodl.metrics import twin_scores
 
 if TYPE_CHECKING:
@@ -526,7 +527,7 @@ def _learned_3dvar(
     cov = torch.as_tensor(background["cov"], dtype=torch.float64) * background["scale"]
     with torch.no_grad():
         est = cycled_3dvar(
-            lambda x: prior((x - m) / s) * s + m,
+            in_units(prior, m, s),
             torch.as_tensor(obs, dtype=torch.float64),
             obs_std=obs_std,
             background_cov=cov,
@@ -725,8 +726,7 @@ def learned_step(model_file: Path) -> Step:
     :func:`train_fourdvarnet`)."""
     model, mean, std = _load_net(model_file)
     prior = model.prior.double()
-    m, s = torch.as_tensor(mean), torch.as_tensor(std)
-    return lambda x: prior((x - m) / s) * s + m
+    return in_units(prior, torch.as_tensor(mean), torch.as_tensor(std))
 
 
 def apply_fourdvarnet(model_file: Path, obs: np.ndarray, window: int) -> np.ndarray:
