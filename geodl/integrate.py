@@ -27,6 +27,7 @@ __all__ = [
     "rk4_step",
     "rollout",
     "rollout_until_exit",
+    "trajectory_windows",
 ]
 
 #: ``x -> dx/dt``, same shape in and out.
@@ -152,3 +153,23 @@ def rollout_until_exit(
         done += n
     traj = torch.cat(chunks, dim=1)
     return (traj if left is None else traj[:, :left]), left
+
+
+def trajectory_windows(z: Tensor, rollout: int, stride: int) -> Tensor:
+    """Every ``rollout + 1``-step window of trajectories ``z`` ``(B, T, ...)``, ``stride`` steps
+    apart: ``(B * nW, rollout + 1, ...)``, trajectory after trajectory (the training samples of
+    every rollout loss and of the learned DA windows).
+
+    Examples
+    --------
+    >>> trajectory_windows(torch.zeros(2, 10, 3), rollout=4, stride=2).shape
+    torch.Size([6, 5, 3])
+    >>> trajectory_windows(torch.arange(6.0)[None, :, None], 2, 3)[:, :, 0].tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
+    if z.ndim < 3:
+        raise UserInputError(
+            f"trajectory_windows: expected (B, T, ...), got shape {tuple(z.shape)}"
+        )
+    w = z.unfold(1, rollout + 1, stride)  # (B, nW, ..., K+1)
+    return w.movedim(-1, 2).reshape(-1, rollout + 1, *z.shape[2:])

@@ -71,7 +71,7 @@ from torch import Tensor
 from geodl.config import Section
 from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.integrate import in_units
+from geodl.integrate import in_units, trajectory_windows
 from geodl.metrics import twin_scores
 
 if TYPE_CHECKING:
@@ -551,17 +551,14 @@ def _windows(
     from geodl.baselines import interpolate_obs
 
     mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
-    starts = range(0, traj.shape[1] - window + 1, stride)
-    x = np.stack([traj[:, i : i + window] for i in starts], 1).reshape(-1, window, traj.shape[2])
-    y = np.stack([obs[:, i : i + window] for i in starts], 1).reshape(-1, window, traj.shape[2])
-    xt = torch.as_tensor((x - mean) / std, dtype=torch.float32)
-    yt = torch.as_tensor((y - mean) / std, dtype=torch.float32)
+
+    def cut(a: np.ndarray) -> Tensor:  # (B, T, D) -> normalised (N, window, D)
+        z = torch.as_tensor((a - mean) / std, dtype=torch.float32)
+        return trajectory_windows(z, window - 1, stride)
+
+    xt, yt = cut(traj), cut(obs)
     mask = torch.isfinite(yt).float()
-    if first_guess is None:
-        init = interpolate_obs(yt)
-    else:
-        g = np.stack([first_guess[:, i : i + window] for i in starts], 1).reshape(xt.shape)
-        init = torch.as_tensor((g - mean) / std, dtype=torch.float32)
+    init = interpolate_obs(yt) if first_guess is None else cut(first_guess)
     return TensorDataset(torch.nan_to_num(yt), mask, init, xt)
 
 

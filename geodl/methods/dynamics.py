@@ -40,7 +40,7 @@ from torch.utils.data import TensorDataset
 from geodl.config import Section
 from geodl.data import open_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.integrate import rollout, rollout_until_exit
+from geodl.integrate import rollout, rollout_until_exit, trajectory_windows
 from geodl.metrics import (
     denoise_scores,
     forecast_rmse,
@@ -352,18 +352,6 @@ def vector_field(model: nn.Module) -> Step:
     """The learned vector field ``f(z)`` ``(B, D) -> (B, D)``, per data step, of either kind of
     model (a module for neural ODEs, a method for the bilinear net)."""
     return cast(Step, model.vector_field)
-
-
-def trajectory_windows(z: Tensor, rollout: int, stride: int) -> Tensor:
-    """Every ``rollout + 1``-step window of ``z`` ``(B, T, D)``: ``(B * nW, rollout + 1, D)``.
-
-    Examples
-    --------
-    >>> trajectory_windows(torch.zeros(2, 10, 3), rollout=4, stride=2).shape
-    torch.Size([6, 5, 3])
-    """
-    w = z.unfold(1, rollout + 1, stride)  # (B, nW, D, K+1)
-    return w.permute(0, 1, 3, 2).reshape(-1, rollout + 1, z.shape[-1])
 
 
 def rollout_loss(model: nn.Module, x: Tensor) -> Tensor:

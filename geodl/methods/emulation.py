@@ -39,7 +39,7 @@ from torch.utils.data import TensorDataset
 
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.integrate import rollout
+from geodl.integrate import rollout, trajectory_windows
 from geodl.metrics import first_bad_step, forecast_rmse, ke_spectrum
 from geodl.metrics import spectrum_log10_error as _log_error
 from geodl.models import CNNEmulator, LatentODE
@@ -497,8 +497,7 @@ def train_emulator(
 
     def windows(x: np.ndarray) -> TensorDataset:
         z = torch.as_tensor((x - mean) / std)  # (T, C, H, W)
-        w = z.unfold(0, k + 1, section.stride)  # (nW, C, H, W, K+1)
-        return TensorDataset(w.permute(0, 4, 1, 2, 3).contiguous())
+        return TensorDataset(trajectory_windows(z[None], k, section.stride))  # (nW, K+1, C, H, W)
 
     torch.manual_seed(section.train.seed)
     model = build_emulator(method, section, train.shape[1], train.shape[-1])
