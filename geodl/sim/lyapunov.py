@@ -38,17 +38,9 @@ def tangent_rk4_step(
             (g,) = torch.autograd.grad(y, xg, u, create_graph=True)
             (jv,) = torch.autograd.grad(g, u, v)
         return y.detach(), jv
-    k1, d1 = f(x), jvp(x, v)
-    x2, v2 = x + 0.5 * dt * k1, v + 0.5 * dt * d1
-    k2, d2 = f(x2), jvp(x2, v2)
-    x3, v3 = x + 0.5 * dt * k2, v + 0.5 * dt * d2
-    k3, d3 = f(x3), jvp(x3, v3)
-    x4, v4 = x + dt * k3, v + dt * d3
-    k4, d4 = f(x4), jvp(x4, v4)
-    return (
-        x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4),
-        v + dt / 6.0 * (d1 + 2.0 * d2 + 2.0 * d3 + d4),
-    )
+    # RK4 of the joint system (x, v)' = (f(x), J(x) v): the same stages as the state's step
+    joint = rk4_step(lambda s: torch.stack((f(s[0]), jvp(s[0], s[1]))), torch.stack((x, v)), dt)
+    return joint[0], joint[1]
 
 
 def lyapunov_exponents(
