@@ -44,6 +44,13 @@ from geodl.config import Section
 from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.grid import days, grid_km
+from geodl.methods.observing import (
+    ObsSection,
+    noise_level,
+    observation_dataset,
+    observe,
+    observe_members,
+)
 from geodl.training import TaskModule, TrainSection, fit, load_checkpoint, load_model_weights
 
 __all__ = [
@@ -64,6 +71,8 @@ __all__ = [
     "observed_scales",
     "patch_geometry",
     "prediction_dataset",
+    "prepare_inputs",
+    "read_truth",
     "write_reconstruction",
     "register",
     "score_reconstructions",
@@ -442,6 +451,54 @@ def summarise_inputs(
         "units": truth.attrs.get("units", ""),
         "warnings": warnings,
     }
+
+
+def read_truth(path: Path, var: str, land_mask: str | None = None) -> xr.DataArray:
+    """The truth ``var`` of ``path`` as a loaded ``(time, y, x)`` DataArray; one
+    :class:`DataError` line if it is NaN everywhere."""
+    src = GriddedSource(path, target=var, land_mask=land_mask)
+    truth = src.variable(var, dask=False).load().transpose(*src.dims)
+    if not np.isfinite(truth.values).any():
+        raise DataError(
+            f"truth variable '{var}' in {path} is NaN everywhere; check data.variable or the "
+            "file's _FillValue"
+        )
+    return truth.rename(var)
+
+
+def prepare_inputs(
+    truth: xr.DataArray,
+    obs: ObsSection,
+    bounds: dict[str, tuple[Any, Any]],
+    *,
+    window: int,
+    periodic: bool,
+    members: xr.DataArray | None = None,
+) -> tuple[xr.Dataset, xr.Dataset | None, dict[str, Any]]:
+    """Observe ``truth`` (and the extra realisations ``members``) as ``obs`` says and summarise
+    what every method is given: ``(observations, members' observations or None, prepare.json)``.
+    """
+    var = str(truth.name)
+    noise_std = noise_level(obs, truth)
+    values = observe(truth, obs, noise_std)
+    if not np.isfinite(values).any():
+        raise DataError(f"no observation at all of '{var}' (obs.kind {obs.kind})")
+    source = f"geodl obs: {obs.model_dump_json()}"
+    obs_ds = observation_dataset(values, truth, var, obs.kind, source)
+    members_ds = None
+    if members is not None:
+        made = observe_members(members, obs, noise_std)
+        members_ds = made.to_dataset(name=f"{var}_obs").assign_attrs(source=source)
+    prep = summarise_inputs(
+        truth,
+        values,
+        bounds,
+        window=window,
+        noise_std=noise_std,
+        simulated_noise=obs.kind != "file",
+        periodic=periodic,
+    )
+    return obs_ds, members_ds, prep
 
 
 def prediction_attrs(

@@ -27,30 +27,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import xarray as xr
 from pydantic import Field, create_model, model_validator
 
 from geodl.config import Section
 from geodl.data import GriddedSource
-from geodl.errors import DataError
 from geodl.methods.mapping import (
     METHODS,
     MappingData,
     PatchSection,
     check_methods,
     member_sources,
+    prepare_inputs,
+    read_truth,
     score_reconstructions,
-    summarise_inputs,
     write_reconstruction,
 )
-from geodl.methods.observing import (
-    ObsSection,
-    noise_level,
-    observation_dataset,
-    observe,
-    observe_members,
-)
+from geodl.methods.observing import ObsSection
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 
@@ -184,36 +177,22 @@ def _simulate(ctx: StageContext) -> None:
 def _prepare(ctx: StageContext) -> None:
     cfg = ctx.cfg
     var = cfg.data.variable
-    src = GriddedSource(_truth_path(ctx), target=var, land_mask=cfg.data.land_mask)
-    t_dim, y_dim, x_dim = src.dims
-    truth = src.variable(var, dask=False).load().transpose(t_dim, y_dim, x_dim)
-    if not np.isfinite(truth.values).any():
-        raise DataError(
-            f"truth variable '{var}' in {_truth_path(ctx)} is NaN everywhere; check data.variable "
-            "or the file's _FillValue"
-        )
-    noise_std = noise_level(cfg.obs, truth)
-    obs = observe(truth, cfg.obs, noise_std)
-    if not np.isfinite(obs).any():
-        raise DataError(f"no observation at all of '{var}' (obs.kind {cfg.obs.kind})")
-    source = f"geodl obs: {cfg.obs.model_dump_json()}"
-    observation_dataset(obs, truth, var, cfg.obs.kind, source).to_netcdf(ctx.output("obs.nc"))
+    truth = read_truth(_truth_path(ctx), var, cfg.data.land_mask)
+    members = None
     if cfg.data.path is None and cfg.simulate.members > 1:
         with xr.open_dataset(ctx.input("members.nc")) as mds:
-            made = observe_members(mds[var].load(), cfg.obs, noise_std)
-        made.to_dataset(name=f"{var}_obs").assign_attrs(source=source).to_netcdf(
-            ctx.output("obs_members.nc")
-        )
-    bounds = {k: tuple(getattr(cfg.split, k)) for k in ("train", "val", "test")}
-    prep = summarise_inputs(
-        truth.rename(var),
-        obs,
-        bounds,
+            members = mds[var].load()
+    obs, obs_members, prep = prepare_inputs(
+        truth,
+        cfg.obs,
+        {k: tuple(getattr(cfg.split, k)) for k in ("train", "val", "test")},
         window=cfg.patch.time,
-        noise_std=noise_std,
-        simulated_noise=cfg.obs.kind != "file",
         periodic=cfg.data.path is None,  # the embedded QG twin is doubly periodic
+        members=members,
     )
+    obs.to_netcdf(ctx.output("obs.nc"))
+    if obs_members is not None:
+        obs_members.to_netcdf(ctx.output("obs_members.nc"))
     ctx.output("prepare.json").write_text(json.dumps(prep, indent=2) + "\n")
 
 
