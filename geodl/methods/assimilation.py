@@ -53,6 +53,7 @@ Conventions (DAPPER's):
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import sys
@@ -108,6 +109,8 @@ __all__ = [
     "train_fourdvarnet",
     "true_step",
     "truth_dataset",
+    "twin_observations",
+    "twin_truth",
     "tune_3dvar",
     "tune_ensemble",
     "twin_scores",
@@ -858,6 +861,44 @@ def truth_dataset(traj: np.ndarray, dt: float, system: str, source: str) -> xr.D
         title=f"{system} twin experiment truth",
         source=source,
     )
+
+
+def twin_truth(data_path: str | None, system: str, **simulate: Any) -> xr.Dataset:
+    """The truth of a twin experiment as :func:`truth_dataset`: read from a DA tool's twin file
+    ``data_path`` (:func:`read_twin_file`), or else simulated by
+    :func:`geodl.sim.simulate_lorenz` of ``system`` with the options ``simulate``.
+
+    Examples
+    --------
+    >>> twin_truth(None, "lorenz63", n_steps=10, dt=0.01, spinup_steps=0)["truth"].shape
+    (1, 11, 3)
+    """
+    if data_path:
+        traj, _, dt = read_twin_file(data_path)
+        return truth_dataset(traj, dt, system, f"external twin file {data_path}")
+    from geodl.sim import simulate_lorenz
+
+    traj = simulate_lorenz(system, **simulate).numpy()
+    options = json.dumps({"system": system, **simulate}, separators=(",", ":"))
+    return truth_dataset(
+        traj, float(simulate.get("dt", 0.01)), system, f"geodl.sim {system}: {options}"
+    )
+
+
+def twin_observations(truth: xr.Dataset, data_path: str | None, **observe: Any) -> xr.Dataset:
+    """The observations of ``truth`` (a :func:`twin_truth` dataset) as :func:`obs_dataset`: the
+    twin file's own when ``data_path`` is given, else :func:`geodl.obs.observe_state` with the
+    options ``observe`` (``every``, ``components``, ``noise_std``, ``seed``)."""
+    state = truth["truth"].load()
+    if data_path:
+        obs = read_twin_file(data_path)[1]
+        source = f"external twin file {data_path}"
+    else:
+        from geodl.obs import observe_state
+
+        obs = observe_state(state.values, **observe)
+        source = f"geodl.obs.observe_state: {json.dumps(observe, separators=(',', ':'))}"
+    return obs_dataset(obs, state, truth.attrs["dt"], source)
 
 
 def obs_dataset(obs: np.ndarray, truth: xr.DataArray, dt: float, source: str) -> xr.Dataset:

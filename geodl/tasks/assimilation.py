@@ -135,44 +135,15 @@ def _external(cfg: Any) -> list[Path]:
 
 # ----- stages ------------------------------------------------------------------------------
 def _simulate(ctx: StageContext) -> None:
-    from geodl.sim import simulate_lorenz
-
     s = ctx.cfg.simulate
-    if ctx.cfg.data.path:
-        traj, _, dt = da.read_twin_file(ctx.cfg.data.path)
-        source = f"external twin file {ctx.cfg.data.path}"
-    else:
-        traj = simulate_lorenz(
-            s.system,
-            n_trajectories=s.n_trajectories,
-            n_steps=s.n_steps,
-            dt=s.dt,
-            spinup_steps=s.spinup_steps,
-            n_components=s.n_components,
-            forcing=s.forcing,
-            noise_std=s.noise_std,
-            seed=s.seed,
-        ).numpy()
-        dt = s.dt
-        source = f"geodl.sim {s.system}: {s.model_dump_json()}"
-    da.truth_dataset(traj, dt, s.system, source).to_netcdf(ctx.output("truth.nc"))
+    options = s.model_dump(exclude={"system"})
+    da.twin_truth(ctx.cfg.data.path, s.system, **options).to_netcdf(ctx.output("truth.nc"))
 
 
 def _observe(ctx: StageContext) -> None:
-    from geodl.obs import observe_state
-
-    o = ctx.cfg.observe
-    with xr.open_dataset(ctx.input("truth.nc")) as truth_ds:
-        truth = truth_ds["truth"].load()
-    if ctx.cfg.data.path:
-        obs = da.read_twin_file(ctx.cfg.data.path)[1]
-        source = f"external twin file {ctx.cfg.data.path}"
-    else:
-        obs = observe_state(
-            truth.values, every=o.every, components=o.components, noise_std=o.noise_std, seed=o.seed
-        )
-        source = f"geodl.obs.observe_state: {o.model_dump_json()}"
-    da.obs_dataset(obs, truth, truth_ds.dt, source).to_netcdf(ctx.output("obs.nc"))
+    with xr.open_dataset(ctx.input("truth.nc")) as truth:
+        obs = da.twin_observations(truth, ctx.cfg.data.path, **ctx.cfg.observe.model_dump())
+    obs.to_netcdf(ctx.output("obs.nc"))
 
 
 def _train(ctx: StageContext) -> None:
