@@ -207,31 +207,6 @@ def fit(
             key=key,
             collate_fn=collate_fn,
         )[-1]
-    return _fit_once(
-        module,
-        train_data,
-        val_data,
-        spec,
-        ckpt_dir=ckpt_dir,
-        log_dir=log_dir,
-        key=key,
-        collate_fn=collate_fn,
-        max_epochs=max_epochs,
-    )
-
-
-def _fit_once(
-    module: TaskModule,
-    train_data: Dataset,
-    val_data: Dataset | None,
-    spec: TrainSection,
-    *,
-    ckpt_dir: str | Path,
-    log_dir: str | Path,
-    key: str,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
-    max_epochs: int | None = None,
-) -> FitResult:
     ckpt_dir, log_dir = Path(ckpt_dir), Path(log_dir)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     module.metadata = {**module.metadata, "key": key}
@@ -332,7 +307,7 @@ def fit_phases(
                 )
             module.lr = phase.lr or spec.lr
         results.append(
-            _fit_once(
+            fit(
                 module,
                 train_data,
                 val_data,
