@@ -51,7 +51,7 @@ from geodl.methods.assimilation import (
 
 __all__ = ["METHODS", "assimilate", "score"]
 
-METHODS = ("enkf", "enks", "threedvar", "fourdvar", "fourdvarnet", "linear")
+METHODS = ("enkf", "enkf_n", "enks", "threedvar", "fourdvar", "fourdvarnet", "linear")
 SYSTEMS = ("lorenz63", "lorenz96")
 Step = Callable[[torch.Tensor], torch.Tensor]
 

@@ -206,3 +206,27 @@ def test_bad_inputs():
         M.calibration(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
     with pytest.raises(DataError, match="at least 4 time steps"):
         M.psd_score(np.zeros((2, 4, 8)), np.ones((2, 4, 8)))
+
+
+def test_dapper_scores_on_a_hand_made_example():
+    """Time mean of the instantaneous RMSE at analysis times after the burn-in, then mean and std
+    over trajectories; rmse_u over every step; spread the same way (DAPPER's convention)."""
+    from geodl.metrics import dapper_scores
+
+    truth = np.zeros((2, 4, 2))
+    est = np.zeros((2, 4, 2))
+    est[0, 1] = [3.0, 4.0]  # instantaneous RMSE sqrt(12.5)
+    est[0, 2] = [1.0, 1.0]  # 1
+    est[1, 3] = [2.0, 0.0]  # sqrt(2): not an analysis time
+    est[1, 0] = [9.0, 9.0]  # burnt in
+    times = np.array([True, True, True, False])
+    s = dapper_scores(est, truth, times, burn_in=1, kind="s", spread=np.ones((2, 4, 2)))
+    per_traj = np.array([(12.5**0.5 + 1.0) / 2, 0.0])
+    assert s["rmse_s"] == pytest.approx(per_traj.mean())
+    assert s["rmse_s_std"] == pytest.approx(per_traj.std())
+    assert s["rmse_u"] == pytest.approx((12.5**0.5 + 1.0 + 2**0.5) / 6)
+    assert s["spread_s"] == pytest.approx(1.0)
+    a = dapper_scores(est, truth, times, burn_in=1, kind="a")
+    assert a["rmse_a"] == s["rmse_s"] and "rmse_u" not in a
+    with pytest.raises(ValueError, match="kind"):
+        dapper_scores(est, truth, times, 0, "f")

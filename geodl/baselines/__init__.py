@@ -1,6 +1,11 @@
 """Classical baselines computed in the same run as the learned methods."""
 
-from geodl.baselines.enkf import EnsembleResult, ensemble_smoother, etkf_analysis
+from geodl.baselines.enkf import (
+    EnsembleResult,
+    ensemble_smoother,
+    etkf_analysis,
+    random_rotation,
+)
 from geodl.baselines.fourdvar import interpolate_obs, weak_4dvar
 from geodl.baselines.oi import (
     OIParams,
@@ -23,6 +28,7 @@ __all__ = [
     "interpolate_obs",
     "optimal_interpolation",
     "optimal_interpolation_dense",
+    "random_rotation",
     "threedvar_analysis",
     "tune_oi",
     "weak_4dvar",

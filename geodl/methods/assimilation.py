@@ -14,9 +14,11 @@ list of them. The methods:
 - ``threedvar``: cycled 3D-Var with the true model and a static background covariance, the
   climatological covariance (:func:`climatology_cov`) scaled by a factor tuned over
   :attr:`ThreeDVarSection.scale` (:func:`tune_3dvar`);
-- ``enkf``: the ETKF with the true model, its multiplicative inflation tuned over
-  :attr:`EnKFSection.inflation` (:func:`tune_ensemble` over :func:`ensemble`); ``enks``: the
-  ensemble smoother of the same run, lag :attr:`EnKFSection.lag`;
+- ``enkf``: the ETKF with the true model (random mean-preserving rotations, Sakov & Oke 2008),
+  its multiplicative inflation tuned over :attr:`EnKFSection.inflation` (:func:`tune_ensemble`
+  over :func:`ensemble`); ``enkf_n``: the EnKF-N (Bocquet 2011), whose adaptive inflation needs
+  no tuning; ``enks``: the ensemble smoother of the same run as ``enkf``, lag
+  :attr:`EnKFSection.lag`;
 - ``fourdvar``: weak-constraint 4D-Var by autograd with the true model (:class:`FourDVarSection`);
 - ``fourdvarnet``: a learned prior and solver,
   :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained by :func:`train_fourdvarnet`
@@ -46,13 +48,24 @@ Conventions (DAPPER's):
   trajectory the mean of all that trajectory's observations. Why per trajectory: an estimate
   depends on its own trajectory's observations only, so assimilating a batch gives the same as
   assimilating each trajectory alone.
-- Tuned parameters (EnKF inflation, 3D-Var background scale) are chosen by the analysis RMSE of
-  the estimate against the truth of the twin experiment; a non-finite score counts as infinite.
+- Scores: :func:`~geodl.metrics.dapper_scores`, ``rmse_a`` for a filter analysis (past
+  observations only) and ``rmse_s`` for a smoother estimate, each the time mean over analysis
+  times of the instantaneous RMSE (the literature's figures); a method's run returns its
+  :data:`Estimates` by kind, so that filters are compared with filters and smoothers with
+  smoothers. The ETKS (``enks``) gives both: its filter is the ETKF of the same run.
+- Tuned parameters (EnKF inflation, 3D-Var background scale) are chosen by the reported score
+  (``rmse_s`` for a smoother, else ``rmse_a``) on :attr:`TwinExperiment.tuning`, a twin of its
+  own truth observed the same way (:func:`tuning_twin`), not on the scored truth; a non-finite
+  score counts as infinite.
+- No simulated set shares a seed with the scored truth (:func:`check_setup`): the learned
+  method's training, validation and climatology sets (:func:`training_sets`), 3D-Var's
+  climatology and the tuning twin.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -73,7 +86,7 @@ from geodl.config import Section
 from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.integrate import in_units, trajectory_windows
-from geodl.metrics import twin_scores
+from geodl.metrics import dapper_scores, twin_scores
 
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
@@ -91,6 +104,7 @@ __all__ = [
     "MethodName",
     "ThreeDVarSection",
     "TwinExperiment",
+    "Estimates",
     "Tuned",
     "TwinMethod",
     "analysis_dataset",
@@ -107,20 +121,26 @@ __all__ = [
     "observed_background_cov",
     "read_twin_file",
     "train_fourdvarnet",
+    "training_sets",
+    "TRAINING_SEEDS",
     "true_step",
     "truth_dataset",
     "twin_observations",
     "twin_truth",
     "tune_3dvar",
+    "tuning_twin",
     "tune_ensemble",
     "twin_scores",
 ]
 
-ENSEMBLE_METHODS = ("enkf", "enks")
+ENSEMBLE_METHODS = ("enkf", "enkf_n", "enks")
 DEFAULT_LAG = 100
 Step = Callable[[Tensor], Tensor]
-#: ``(estimate, summary for metrics.json, tuning scores {"name@value": analysis RMSE})``
-Tuned = tuple[np.ndarray, dict[str, Any], dict[str, float]]
+#: A method's estimates ``(B, T, D)`` by kind: ``"a"`` the filter analysis (past observations
+#: only), ``"s"`` the smoother estimate (observations before and after); DAPPER's ``.a`` / ``.s``.
+Estimates = dict[str, np.ndarray]
+#: ``(estimates, summary for metrics.json, tuning scores {"name@value": score on the tuning twin})``
+Tuned = tuple[Estimates, dict[str, Any], dict[str, float]]
 
 
 # ----- sections ----------------------------------------------------------------------------
@@ -128,7 +148,12 @@ class EnKFSection(Section):
     """ETKF/ETKS options; the inflation with the lowest analysis RMSE is kept (DAPPER-style tuning)."""
 
     n_members: int = Field(10, ge=2)
-    inflation: list[float] = Field(default_factory=lambda: [1.0, 1.02, 1.05, 1.1], min_length=1)
+    inflation: list[float] = Field(
+        default_factory=lambda: [1.0, 1.01, 1.02, 1.04, 1.07, 1.1, 1.15, 1.2, 1.3],
+        min_length=1,
+        description="inflations tried (enkf, enks); enkf_n adapts its own and ignores them",
+    )
+    rotate: bool = Field(True, description="random mean-preserving rotation at each analysis")
     lag: int = Field(
         DEFAULT_LAG,
         ge=0,
@@ -144,7 +169,7 @@ class ThreeDVarSection(Section):
     scale with the lowest analysis RMSE is kept (DAPPER-style tuning, like the EnKF inflation)."""
 
     scale: list[PositiveFloat] = Field(
-        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2], min_length=1
+        default_factory=lambda: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5], min_length=1
     )
     clim_steps: int = Field(20000, ge=100, description="steps simulated for the climatology")
     clim_seed: int = Field(12345, description="seed of that simulation (apart from the truth)")
@@ -277,20 +302,22 @@ def ensemble(
     lag: int,
     init_std: float,
     seed: int,
+    rotate: bool = True,
+    adaptive: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Estimate ``(B, T, D)`` and ensemble spread ``(B, T, D)`` of ``enkf`` or ``enks``.
+    """Estimate ``(B, T, D)`` and ensemble spread ``(B, T, D)`` of ``enkf``, ``enkf_n`` or ``enks``.
 
     Parameters
     ----------
     method : ``"enkf"`` (the ETKF: analysis at observed times, forecast between them) or
         ``"enks"`` (the ETKS of the same run: its smoother mean with ``lag > 0``, the filter mean
-        with ``lag == 0``).
+        with ``lag == 0``); ``"enkf_n"``: the EnKF-N, the ETKF with adaptive inflation.
     step : one model time step ``(M, D) -> (M, D)``.
     obs : observations ``(B, T, D)``, NaN where unobserved.
     lag : smoother lag in steps (``enks`` only; ``enkf`` ignores it). ``0``: the filter;
         ``>= T``: the full smoother over the record.
-    obs_std, n_members, inflation, init_std, seed : as in
-        :func:`geodl.baselines.ensemble_smoother`.
+    obs_std, n_members, inflation, init_std, seed, rotate, adaptive : as in
+        :func:`geodl.baselines.ensemble_smoother` (``adaptive``: the EnKF-N).
 
     Returns
     -------
@@ -310,98 +337,98 @@ def ensemble(
     >>> torch.equal(filt, lag0)  # an EnKS of lag 0 is the filter
     True
     """
-    from geodl.baselines import ensemble_smoother
-
     if method not in ENSEMBLE_METHODS:
         raise UserInputError(f"method={method!r}: expected one of {list(ENSEMBLE_METHODS)}")
-    lag = lag if method == "enks" else 0
-    res = ensemble_smoother(
+    res = _ensemble_run(
         step,
         obs,
         obs_std=obs_std,
         n_members=n_members,
         inflation=inflation,
-        lag=lag,
+        lag=lag if method == "enks" else 0,
         init_std=init_std,
         seed=seed,
+        rotate=rotate,
+        adaptive=adaptive or method == "enkf_n",
     )
     est = res.smoother_mean if res.smoother_mean is not None else res.filter_mean
     return est, res.spread
 
 
+def _ensemble_run(step: Step, obs: Tensor, **options: Any) -> Any:
+    """:func:`geodl.baselines.ensemble_smoother` (its ``EnsembleResult``)."""
+    from geodl.baselines import ensemble_smoother
+
+    return ensemble_smoother(step, obs, **options)
+
+
+def _score(est: Estimates, twin: TwinExperiment) -> float:
+    """The statistic a tuned method is chosen by: its reported one on ``twin``, ``rmse_s`` of the
+    smoother estimate if it has one, else ``rmse_a`` (non-finite: infinite)."""
+    kind = "s" if "s" in est else "a"
+    score = dapper_scores(est[kind], twin.truth, twin.times, twin.burn_in, kind)[f"rmse_{kind}"]
+    return score if math.isfinite(score) else math.inf
+
+
 def _tune(
     label: str,
     values: Sequence[float],
-    run: Callable[[float], np.ndarray],
-    truth: np.ndarray,
-    times: np.ndarray,
-    burn_in: int,
-) -> tuple[np.ndarray, float, dict[str, float]]:
-    """``run(value)`` for each of ``values``; the estimate and value of the lowest analysis RMSE
-    and every score tried, ``{"label@value": rmse}``."""
+    run: Callable[[float, TwinExperiment], tuple[Estimates, dict[str, Any]]],
+    twin: TwinExperiment,
+) -> tuple[Estimates, dict[str, Any], float, dict[str, float]]:
+    """``run(value, tuning twin)`` for each of ``values``; the value of the lowest score
+    (:func:`_score`) on ``twin.tuning`` (the scored twin itself when it has none), then
+    ``run(value, twin)``. Returns the scored twin's estimates and extras, the value, and every
+    score tried, ``{"label@value": score}``."""
     if not values:
         raise UserInputError(f"{label}: no value to try; give at least one")
-    best: tuple[float, float, np.ndarray] | None = None
+    select = twin.tuning if twin.tuning is not None else twin
+    best: tuple[float, float, tuple[Estimates, dict[str, Any]]] | None = None
     tried: dict[str, float] = {}
     for value in values:
-        est = run(value)
-        score = twin_scores(est, truth, times, burn_in)["rmse_analysis"]
-        if not math.isfinite(score):
-            score = math.inf
+        out = run(value, select)
+        score = _score(out[0], select)
         tried[f"{label}@{value:g}"] = score
         if best is None or score < best[0]:
-            best = (score, value, est)
+            best = (score, value, out)
     assert best is not None  # values is not empty
-    return best[2], best[1], tried
+    est, extra = best[2] if select is twin else run(best[1], twin)
+    return est, extra, best[1], tried
 
 
-def tune_ensemble(
-    method: str,
-    step: Step,
-    obs: np.ndarray | Tensor,
-    truth: np.ndarray,
-    times: np.ndarray,
-    burn_in: int,
-    *,
-    obs_std: float,
-    n_members: int,
-    inflations: Sequence[float],
-    lag: int,
-    init_std: float,
-    seed: int,
-) -> Tuned:
-    """:func:`ensemble` for each of ``inflations``; keep the estimate of lowest analysis RMSE.
-
-    Parameters
-    ----------
-    method, step, obs_std, n_members, lag, init_std, seed : as in :func:`ensemble`.
-    obs : observations ``(B, T, D)``, NaN where unobserved.
-    truth : the true states ``(B, T, D)`` the scores are computed against.
-    times : ``(T,)`` booleans, the analysis (observed) times.
-    burn_in : first steps left out of the scores.
-    inflations : multiplicative inflations tried.
+def tune_ensemble(method: str, twin: TwinExperiment, e: EnKFSection) -> Tuned:
+    """``enkf`` (the ETKF), ``enks`` (its smoother) or ``enkf_n`` (the EnKF-N) on ``twin``: the
+    inflation of :attr:`EnKFSection.inflation` with the lowest score on ``twin.tuning``
+    (:func:`_tune`; ``enkf_n`` tunes nothing).
 
     Returns
     -------
-    (estimate, {"inflation", "n_members"}, {"method@inflation": analysis RMSE})
+    (estimates, {"inflation", "n_members"} and the ``spread``, {"method@inflation": score})
+        ``enks`` gives both the filter (``"a"``) and smoother (``"s"``) estimates of its run.
     """
-    y = torch.as_tensor(obs, dtype=torch.float64)
 
-    def run(infl: float) -> np.ndarray:
-        return ensemble(
-            method,
-            step,
-            y,
-            obs_std=obs_std,
-            n_members=n_members,
+    def run(infl: float, on: TwinExperiment) -> tuple[Estimates, dict[str, Any]]:
+        res = _ensemble_run(
+            on.step(),
+            torch.as_tensor(on.obs, dtype=torch.float64),
+            obs_std=on.obs_std,
+            n_members=e.n_members,
             inflation=infl,
-            lag=lag,
-            init_std=init_std,
-            seed=seed,
-        )[0].numpy()
+            lag=e.lag if method == "enks" else 0,
+            init_std=e.init_std,
+            seed=e.seed,
+            rotate=e.rotate,
+            adaptive=method == "enkf_n",
+        )
+        est = {"a": res.filter_mean.numpy()}
+        if method == "enks" and res.smoother_mean is not None:
+            est["s"] = res.smoother_mean.numpy()
+        return est, {"spread": res.spread.numpy()}
 
-    est, infl, tried = _tune(method, inflations, run, truth, times, burn_in)
-    return est, {"inflation": infl, "n_members": n_members}, tried
+    values = [1.0] if method == "enkf_n" else e.inflation
+    est, extra, infl, tried = _tune(method, values, run, twin)
+    tried = {} if method == "enkf_n" else tried
+    return est, {"inflation": infl, "n_members": e.n_members, **extra}, tried
 
 
 def climatology_cov(
@@ -436,32 +463,22 @@ def climatology_cov(
     return torch.cov(clim.T).reshape(dim, dim)
 
 
-def tune_3dvar(
-    step: Step,
-    obs: np.ndarray | Tensor,
-    truth: np.ndarray,
-    times: np.ndarray,
-    burn_in: int,
-    *,
-    obs_std: float,
-    background_cov: Tensor,
-    scales: Sequence[float],
-) -> Tuned:
-    """Cycled 3D-Var with ``B = scale x background_cov`` for each of ``scales``; keep the estimate
-    of lowest analysis RMSE (``truth``, ``times``, ``burn_in`` as in :func:`tune_ensemble`).
+def tune_3dvar(twin: TwinExperiment, background_cov: Tensor, scales: Sequence[float]) -> Tuned:
+    """Cycled 3D-Var with ``B = scale x background_cov`` for each of ``scales``; keep the scale of
+    lowest ``rmse_a`` on ``twin.tuning`` (:func:`_tune`).
 
     Returns
     -------
-    (estimate, {"background_scale"}, {"threedvar@scale": analysis RMSE})
+    (estimates {"a"}, {"background_scale"}, {"threedvar@scale": score})
     """
     from geodl.baselines import cycled_3dvar
 
-    y = torch.as_tensor(obs, dtype=torch.float64)
+    def run(scale: float, on: TwinExperiment) -> tuple[Estimates, dict[str, Any]]:
+        y = torch.as_tensor(on.obs, dtype=torch.float64)
+        cov = scale * background_cov
+        return {"a": cycled_3dvar(on.step(), y, obs_std=on.obs_std, background_cov=cov).numpy()}, {}
 
-    def run(scale: float) -> np.ndarray:
-        return cycled_3dvar(step, y, obs_std=obs_std, background_cov=scale * background_cov).numpy()
-
-    est, scale, tried = _tune("threedvar", scales, run, truth, times, burn_in)
+    est, _, scale, tried = _tune("threedvar", scales, run, twin)
     return est, {"background_scale": scale}, tried
 
 
@@ -565,6 +582,53 @@ def _windows(
     return TensorDataset(torch.nan_to_num(yt), mask, init, xt)
 
 
+#: Offsets of the seeds of the learned method's simulated sets from ``fourdvarnet.seed``.
+TRAINING_SEEDS = {"train": 0, "val": 1000, "climatology": 2000}
+
+
+def training_sets(
+    n: FourDVarNetSection,
+    *,
+    system: str,
+    forcing: float,
+    spinup_steps: int,
+    dt: float,
+    dim: int,
+    every: int,
+    components: list[int] | None,
+    obs_std: float,
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Everything the learned method sees: ``{"train", "val": (truth, obs), "climatology":
+    (states, None)}``, each ``(B, T, D)``, simulated with seeds ``n.seed +``
+    :data:`TRAINING_SEEDS` (the climatology gives the normalisation and the first guess's
+    background covariance). None shares a seed with the scored truth (:func:`check_setup`)."""
+    from geodl.obs import observe_state
+    from geodl.sim import simulate_lorenz
+
+    def simulate(n_traj: int, n_steps: int, seed: int) -> np.ndarray:
+        return simulate_lorenz(
+            system,
+            n_trajectories=n_traj,
+            n_steps=n_steps,
+            dt=dt,
+            spinup_steps=spinup_steps,
+            n_components=dim,
+            forcing=forcing,
+            seed=seed,
+        ).numpy()
+
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for name, count in (("train", n.n_train_trajectories), ("val", n.n_val_trajectories)):
+        seed = n.seed + TRAINING_SEEDS[name]
+        traj = simulate(count, n.n_train_steps, seed)
+        obs = observe_state(
+            traj, every=every, components=components, noise_std=obs_std, seed=seed + 1
+        )
+        out[name] = (traj, obs)
+    out["climatology"] = (simulate(4, 5000, n.seed + TRAINING_SEEDS["climatology"]), None)
+    return out
+
+
 def train_fourdvarnet(
     section: FourDVarNetSection,
     train: TrainSection,
@@ -593,8 +657,8 @@ def train_fourdvarnet(
     model_file : the file written: the weights of the best validation epoch and what applying
         them needs (normalisation, background covariance of the ``filter`` first guess, ``dt``).
     system, forcing, spinup_steps, dt, dim : the simulated Lorenz system (as
-        :func:`geodl.sim.simulate_lorenz`); its training and validation trajectories are seeded
-        ``section.seed`` and ``section.seed + 1000``.
+        :func:`geodl.sim.simulate_lorenz`); its training, validation and climatology sets are
+        those of :func:`training_sets`.
     every, components, obs_std : how they are observed (as :func:`geodl.obs.observe_state`).
     ckpt_dir, log_dir, key, metadata : as in :func:`geodl.training.fit` and
         :class:`geodl.training.TaskModule`.
@@ -604,38 +668,28 @@ def train_fourdvarnet(
     int
         The number of epochs trained.
     """
-    from geodl.obs import observe_state
-    from geodl.sim import simulate_lorenz
     from geodl.training import TaskModule, fit, load_model_weights, torch_threads
     from geodl.training.checkpoints import save_model
 
     n = section
-
-    def make(n_traj: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        traj = simulate_lorenz(
-            system,
-            n_trajectories=n_traj,
-            n_steps=n.n_train_steps,
-            dt=dt,
-            spinup_steps=spinup_steps,
-            n_components=dim,
-            forcing=forcing,
-            seed=seed,
-        ).numpy()
-        obs = observe_state(
-            traj, every=every, components=components, noise_std=obs_std, seed=seed + 1
-        )
-        return traj, obs
-
-    clim = simulate_lorenz(
-        system, n_trajectories=4, n_steps=5000, dt=dt, n_components=dim, forcing=forcing
+    sets = training_sets(
+        n,
+        system=system,
+        forcing=forcing,
+        spinup_steps=spinup_steps,
+        dt=dt,
+        dim=dim,
+        every=every,
+        components=components,
+        obs_std=obs_std,
     )
+    clim = torch.as_tensor(sets["climatology"][0])
     norm = {"mean": clim.mean((0, 1)).tolist(), "std": clim.std((0, 1)).tolist()}
     if n.prior == "local":  # one scale for all components keeps the dynamics translation invariant
         norm = {"mean": [float(clim.mean())] * dim, "std": [float(clim.std())] * dim}
     cov = np.cov(clim.reshape(-1, dim).numpy().T).reshape(dim, dim)
-    train_traj, train_obs = make(n.n_train_trajectories, n.seed)
-    val_traj, val_obs = make(n.n_val_trajectories, n.seed + 1000)
+    train_traj, train_obs = sets["train"]
+    val_traj, val_obs = sets["val"]
     torch.manual_seed(train.seed)
     model = _build_net(n, dim)
     if n.prior_pretrain_iter > 0:
@@ -933,6 +987,8 @@ class TwinExperiment:
     obs_std : observation error standard deviation.
     burn_in : first steps left out of the scores (and of the tuning).
     model_file : the model file of :func:`train_fourdvarnet` (learned methods only).
+    tuning : the twin on which tuned methods choose their parameter (:func:`tuning_twin`: a truth
+        of its own, observed the same way); None: the scored twin itself.
     """
 
     truth: np.ndarray
@@ -945,6 +1001,7 @@ class TwinExperiment:
     obs_std: float
     burn_in: int = 0
     model_file: Path | None = None
+    tuning: TwinExperiment | None = None
 
     def step(self) -> Step:
         """The true model, one step of ``dt``."""
@@ -955,6 +1012,44 @@ class TwinExperiment:
         if self.model_file is None:
             raise UserInputError("a learned method needs model_file= (train_fourdvarnet's file)")
         return self.model_file
+
+
+def tuning_twin(twin: TwinExperiment, n_trajectories: int, seed: int) -> TwinExperiment:
+    """A twin experiment to tune on, apart from the scored one: ``n_trajectories`` new truths of
+    the same system and length (simulated with ``seed``), observed where the scored observations
+    are (the masks of its trajectories in turn) with noise of std ``twin.obs_std``.
+
+    Why: a parameter chosen on the scored truth is fitted to it (DAPPER-style tuning reports the
+    best of a grid on the test itself); tuned on a truth of its own, a baseline's score is one a
+    user would get.
+
+    Examples
+    --------
+    >>> obs = np.full((1, 51, 3), np.nan); obs[:, ::5] = 1.0
+    >>> twin = TwinExperiment(truth=np.zeros((1, 51, 3)), obs=obs, times=np.isfinite(obs).any((0, 2)),
+    ...                       dt=0.01, system="lorenz63", forcing=8.0, spinup_steps=100, obs_std=1.0)
+    >>> tune = tuning_twin(twin, 2, seed=7)
+    >>> tune.truth.shape, bool((np.isfinite(tune.obs) == np.isfinite(obs[[0, 0]])).all())
+    ((2, 51, 3), True)
+    """
+    from geodl.sim import simulate_lorenz
+
+    _, t, d = twin.truth.shape
+    truth = simulate_lorenz(
+        twin.system,
+        n_trajectories=n_trajectories,
+        n_steps=t - 1,
+        dt=twin.dt,
+        spinup_steps=twin.spinup_steps,
+        n_components=d,
+        forcing=twin.forcing,
+        seed=seed,
+    ).numpy()
+    mask = np.isfinite(np.asarray(twin.obs))
+    mask = mask[np.arange(n_trajectories) % len(mask)]
+    noise = np.random.default_rng(seed).standard_normal(truth.shape)
+    obs = np.where(mask, truth + twin.obs_std * noise, np.nan)
+    return dataclasses.replace(twin, truth=truth, obs=obs, times=mask.any(axis=(0, 2)), tuning=None)
 
 
 @dataclass(frozen=True)
@@ -979,7 +1074,9 @@ class TwinMethod:
 
 def _run_obs_only(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
     def run(_: Any, twin: TwinExperiment) -> Tuned:
-        return OBS_ONLY[name](np.asarray(twin.obs)), {}, {}
+        est = OBS_ONLY[name](np.asarray(twin.obs))
+        # a floor for both tables: linear interpolation and the time mean use later observations
+        return {"s": est} if name == "linear" else {"a": est, "s": est}, {}, {}
 
     return run
 
@@ -989,20 +1086,7 @@ def _run_ensemble(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
         from geodl.training import torch_threads
 
         with torch_threads(1):
-            return tune_ensemble(
-                name,
-                twin.step(),
-                twin.obs,
-                twin.truth,
-                twin.times,
-                twin.burn_in,
-                obs_std=twin.obs_std,
-                n_members=e.n_members,
-                inflations=e.inflation,
-                lag=e.lag,
-                init_std=e.init_std,
-                seed=e.seed,
-            )
+            return tune_ensemble(name, twin, e)
 
     return run
 
@@ -1020,16 +1104,7 @@ def _run_3dvar(v: ThreeDVarSection, twin: TwinExperiment) -> Tuned:
         seed=v.clim_seed,
     )
     with torch_threads(1):
-        return tune_3dvar(
-            twin.step(),
-            twin.obs,
-            twin.truth,
-            twin.times,
-            twin.burn_in,
-            obs_std=twin.obs_std,
-            background_cov=cov,
-            scales=v.scale,
-        )
+        return tune_3dvar(twin, cov, v.scale)
 
 
 def _run_4dvar(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
@@ -1048,7 +1123,7 @@ def _run_4dvar(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
                 n_iter=fv.n_iter,
                 n_outer=fv.n_outer,
             )
-        return est.numpy(), {}, {}
+        return {"s": est.numpy()}, {}, {}
 
     return run
 
@@ -1057,7 +1132,8 @@ def _run_fourdvarnet(n: FourDVarNetSection, twin: TwinExperiment) -> Tuned:
     from geodl.training import torch_threads
 
     with torch_threads(1):
-        return apply_fourdvarnet(twin.learned_file(), np.asarray(twin.obs), n.window), {}, {}
+        est = apply_fourdvarnet(twin.learned_file(), np.asarray(twin.obs), n.window)
+    return {"s": est}, {}, {}
 
 
 #: Every method of a twin experiment (the assimilation task's ``evaluate.methods``).
@@ -1068,6 +1144,7 @@ METHODS: dict[str, TwinMethod] = {
         TwinMethod("climatology", None, _run_obs_only("climatology"), needs_obs_std=False),
         TwinMethod("threedvar", ThreeDVarSection, _run_3dvar),
         TwinMethod("enkf", EnKFSection, _run_ensemble("enkf")),
+        TwinMethod("enkf_n", EnKFSection, _run_ensemble("enkf_n")),
         TwinMethod("enks", EnKFSection, _run_ensemble("enks")),
         TwinMethod("fourdvar", FourDVarSection, _run_4dvar(learned=False)),
         TwinMethod(
@@ -1092,9 +1169,12 @@ def assess(
     Returns
     -------
     (scores, estimates, tuning)
-        ``scores[name]``: :func:`twin_scores`, the method's summary and its wall time ``time_s``,
-        plus ``scores["observations"]`` (the observations where they exist, at analysis times);
-        ``estimates[name]``: ``(B, T, D)``; ``tuning``: every tuned method's scores tried.
+        ``scores[name]``: :func:`~geodl.metrics.dapper_scores` of each of its estimates
+        (``rmse_a`` of a filter analysis, ``rmse_s`` and ``rmse_u`` of a smoother estimate,
+        ``spread_a`` of an ensemble), :func:`twin_scores` of its main estimate (the smoother's
+        if it has one), its summary and its wall time ``time_s``; plus ``scores["observations"]``
+        (the observations where they exist, at analysis times). ``estimates[name]``: the main
+        estimate ``(B, T, D)``; ``tuning``: every tuned method's scores tried.
     """
     results: dict[str, dict[str, Any]] = {}
     estimates: dict[str, np.ndarray] = {}
@@ -1103,11 +1183,18 @@ def assess(
         t0 = time.perf_counter()
         est, extra, tried = METHODS[name].run(settings, twin)
         tuning.update(tried)
-        if not np.isfinite(est).all():
+        spread = extra.pop("spread", None)
+        if not all(np.isfinite(e).all() for e in est.values()):
             raise RuntimeError(f"method {name} produced non-finite values")  # a bug, not input
-        estimates[name] = est
+        main = est["s"] if "s" in est else est["a"]
+        estimates[name] = main
+        scores: dict[str, Any] = {}
+        for kind, e in sorted(est.items()):
+            sp = spread if kind == "a" else None
+            scores.update(dapper_scores(e, twin.truth, twin.times, twin.burn_in, kind, sp))
         results[name] = {
-            **twin_scores(est, twin.truth, twin.times, twin.burn_in),
+            **scores,
+            **twin_scores(main, twin.truth, twin.times, twin.burn_in),
             **extra,
             "time_s": round(time.perf_counter() - t0, 3),
         }
@@ -1128,13 +1215,17 @@ def check_setup(
     net: FourDVarNetSection,
     obs_std: float,
     components: Sequence[int] | None,
+    truth_seed: int | None = None,
+    seeds: dict[str, int] | None = None,
 ) -> None:
     """Refuse, in one :class:`~geodl.errors.ConfigError` line naming the key, a twin experiment
     that ``methods`` cannot run: windows longer than the ``n_time`` steps of the data or than the
     training trajectories, a burn-in that leaves nothing to score, a local prior whose stencil is
     even or wider than the ``dim`` components (None for either size: not known yet, that check
     waits), observed components outside
-    the state, or no observation error where a method needs it.
+    the state, no observation error where a method needs it, or a simulated set that would be
+    the truth: a seed of ``seeds`` (config key -> seed; ``fourdvarnet.seed`` stands for its
+    :data:`TRAINING_SEEDS`) equal to the ``truth_seed`` of a simulated truth.
 
     The config validator calls it with the simulated twin's sizes, so that these mistakes fail
     before any stage runs; the stages call it again with an external file's sizes.
@@ -1182,6 +1273,13 @@ def check_setup(
         if bad:
             raise ConfigError(
                 f"observe.components {bad} are outside the state's {dim} components (0..{dim - 1})"
+            )
+    for key, seed in (seeds or {}).items() if truth_seed is not None else ():
+        used = [seed + k for k in TRAINING_SEEDS.values()] if key == "fourdvarnet.seed" else [seed]
+        if truth_seed in used:
+            raise ConfigError(
+                f"{key}={seed} makes the simulated set of seed {truth_seed}, the scored truth's "
+                f"(simulate.seed={truth_seed}); choose another seed"
             )
     need = [m for m in methods if METHODS[m].needs_obs_std or METHODS[m].learned]
     if not obs_std > 0 and need:

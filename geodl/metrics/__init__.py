@@ -29,7 +29,7 @@ in ``pyproject.toml``).
 scored the same way.
 """
 
-from geodl.metrics.assimilation import denoise_scores, twin_scores
+from geodl.metrics.assimilation import dapper_scores, denoise_scores, twin_scores
 from geodl.metrics.calibration import calibration
 from geodl.metrics.distributions import histogram_distance, near_fraction
 from geodl.metrics.forecast import first_bad_step, forecast_rmse, leave_step
@@ -62,4 +62,5 @@ __all__ = [
     "score_units",
     "spectrum_log10_error",
     "twin_scores",
+    "dapper_scores",
 ]

@@ -11,7 +11,56 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["denoise_scores", "twin_scores"]
+__all__ = ["dapper_scores", "denoise_scores", "twin_scores"]
+
+
+def dapper_scores(
+    est: np.ndarray,
+    truth: np.ndarray,
+    times: np.ndarray,
+    burn_in: int,
+    kind: str,
+    spread: np.ndarray | None = None,
+) -> dict[str, float]:
+    """DAPPER's scores of an estimate ``(B, T, D)``: the time mean, over analysis times after the
+    burn-in, of the instantaneous RMSE ``sqrt(mean over components of err^2)``, then the mean and
+    std over the ``B`` trajectories (independent experiments).
+
+    Parameters
+    ----------
+    est, truth : ``(B, T, D)``.
+    times : ``(T,)`` booleans, the analysis (observed) times.
+    burn_in : first steps left out.
+    kind : ``"a"`` for a filter's analysis (DAPPER's ``rmse.a``: uses past observations only),
+        ``"s"`` for a smoother's estimate (``rmse.s``); a smoother also gets ``rmse_u``, the same
+        time mean over every step (DAPPER's "universal" times).
+    spread : the ensemble std ``(B, T, D)`` where the method gives one: ``spread_<kind>`` is the
+        time mean of ``sqrt(mean over components of spread^2)`` at the same times.
+
+    Returns
+    -------
+    dict
+        ``rmse_<kind>``, ``rmse_<kind>_std`` (over trajectories), and ``rmse_u`` (smoothers),
+        ``spread_<kind>`` (with ``spread``).
+
+    Examples
+    --------
+    >>> err = np.array([[[3.0, 4.0], [0.0, 0.0]]])  # instantaneous RMSE 3.54 then 0
+    >>> s = dapper_scores(err, np.zeros_like(err), np.array([True, True]), 0, "a")
+    >>> round(s["rmse_a"], 3), s["rmse_a_std"]
+    (1.768, 0.0)
+    """
+    if kind not in ("a", "s"):
+        raise ValueError(f"kind={kind!r}: expected 'a' (filter) or 's' (smoother)")
+    keep = np.arange(truth.shape[1]) >= burn_in
+    inst = np.sqrt(((est - truth) ** 2).mean(axis=2))  # (B, T)
+    per_traj = inst[:, keep & times].mean(axis=1)
+    out = {f"rmse_{kind}": float(per_traj.mean()), f"rmse_{kind}_std": float(per_traj.std())}
+    if kind == "s":
+        out["rmse_u"] = float(inst[:, keep].mean())
+    if spread is not None:
+        out[f"spread_{kind}"] = float(np.sqrt((spread**2).mean(axis=2))[:, keep & times].mean())
+    return out
 
 
 def twin_scores(

@@ -1,5 +1,5 @@
 """Figures, table and ``report/index.html`` of an assimilation run: trajectories, learning curves,
-the DAPPER-style table of scores."""
+the DAPPER-convention tables of scores (filters and smoothers apart)."""
 
 from __future__ import annotations
 
@@ -58,24 +58,50 @@ def write_assimilation_report(ctx: StageContext) -> None:
 
 
 def dapper_table(metrics: dict[str, Any]) -> str:
-    """Markdown table ``method | rmse_a | rmse`` with mean ± std over trajectories.
+    """Markdown tables in DAPPER's convention, filters apart from smoothers (like with like):
+    ``rmse_a`` (and ``spread_a``) of the filter analyses, ``rmse_s`` (and ``rmse_u``, every step)
+    of the smoother estimates, each the time mean of the instantaneous RMSE, mean ± std over
+    trajectories; the observations' own error at analysis times last.
 
     Examples
     --------
-    >>> m = {"methods": {"enkf": {"rmse": 0.7, "rmse_std": 0.1, "rmse_analysis": 0.6,
-    ...                           "rmse_analysis_std": 0.05}}}
-    >>> print(dapper_table(m).splitlines()[2])
-    | enkf | 0.600 ± 0.050 | - | 0.700 ± 0.100 |
+    >>> m = {"methods": {"enkf": {"rmse_a": 0.6, "rmse_a_std": 0.05, "spread_a": 0.5},
+    ...                  "observations": {"rmse_analysis_dapper": 1.3}}}
+    >>> print(dapper_table(m).splitlines()[4])
+    | enkf | 0.600 ± 0.050 | 0.500 |
     """
-    lines = [
-        "| method | RMSE at analysis times | time-mean RMSE (DAPPER) | RMSE over the window |",
-        "|---|---|---|---|",
-    ]
 
     def cell(m: dict[str, float], key: str) -> str:
-        return f"{m[key]:.3f} ± {m[key + '_std']:.3f}" if key in m else "-"
+        if key not in m:
+            return "-"
+        return f"{m[key]:.3f} ± {m[key + '_std']:.3f}" if key + "_std" in m else f"{m[key]:.3f}"
 
-    for name, m in metrics["methods"].items():
-        dapper = f"{m['rmse_analysis_dapper']:.3f}" if "rmse_analysis_dapper" in m else "-"
-        lines.append(f"| {name} | {cell(m, 'rmse_analysis')} | {dapper} | {cell(m, 'rmse')} |")
+    methods = {k: v for k, v in metrics["methods"].items() if k != "observations"}
+    lines = [
+        "Filters (past observations only), DAPPER's rmse.a:",
+        "",
+        "| method | rmse_a | spread_a |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {cell(m, 'rmse_a')} | {cell(m, 'spread_a')} |"
+        for k, m in methods.items()
+        if "rmse_a" in m
+    ]
+    lines += [
+        "",
+        "Smoothers (observations before and after), DAPPER's rmse.s (analysis times) and "
+        "rmse.u (every step):",
+        "",
+        "| method | rmse_s | rmse_u |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {cell(m, 'rmse_s')} | {cell(m, 'rmse_u')} |"
+        for k, m in methods.items()
+        if "rmse_s" in m
+    ]
+    obs = metrics["methods"].get("observations", {})
+    if "rmse_analysis_dapper" in obs:
+        lines += ["", f"Observations at analysis times: {obs['rmse_analysis_dapper']:.3f}."]
     return "\n".join(lines) + "\n"

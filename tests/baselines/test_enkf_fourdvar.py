@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geodl.baselines.enkf import ensemble_smoother, etkf_analysis
+from geodl.baselines.enkf import ensemble_smoother, etkf_analysis, random_rotation
 from geodl.baselines.fourdvar import interpolate_obs, weak_4dvar
 from geodl.errors import UserInputError
 from geodl.sim import lorenz_vector_field, rk4_step, simulate_lorenz
@@ -42,24 +42,62 @@ def analysis_rmse(est, truth, obs, burn_in):
 
 
 def test_etkf_sakov_2012_l63():
-    truth, obs = twin(every=25, n_steps=3000)
-    res = ensemble_smoother(
-        step, obs, obs_std=2**0.5, n_members=10, inflation=1.05, lag=100, init_std=2.0
-    )
-    filt = analysis_rmse(res.filter_mean, truth, obs, burn_in=500)
-    smooth = analysis_rmse(res.smoother_mean, truth, obs, burn_in=500)
-    obs_err = analysis_rmse(obs, truth, obs, burn_in=500)
-    assert filt < 0.7, filt  # DAPPER reference about 0.55-0.60
-    assert smooth < filt  # the smoother also uses later observations
+    """Rotated ETKF at the published level (DAPPER: 0.54 in its convention) on 2 x 10000 steps."""
+    truth, obs = twin(every=25, n_steps=10000)
+    kw = dict(obs_std=2**0.5, n_members=10, inflation=1.02, lag=100, init_std=2.0)
+    res = ensemble_smoother(step, obs, **kw)
+    filt = analysis_rmse(res.filter_mean, truth, obs, burn_in=1000)
+    smooth = analysis_rmse(res.smoother_mean, truth, obs, burn_in=1000)
+    obs_err = analysis_rmse(obs, truth, obs, burn_in=1000)
+    assert filt < 0.6, filt  # measured 0.51 (seed 0), 0.57 (seed 1)
+    assert smooth < 0.75 * filt  # the smoother also uses later observations
     assert obs_err > 2 * filt
-    again = ensemble_smoother(
-        step, obs, obs_std=2**0.5, n_members=10, inflation=1.05, lag=100, init_std=2.0
-    )
+    again = ensemble_smoother(step, obs, **kw)
     assert torch.equal(again.smoother_mean, res.smoother_mean)  # deterministic with a seed
     short = obs[:, :300]
     other = ensemble_smoother(step, short, obs_std=2**0.5, inflation=1.05, init_std=2.0, seed=1)
     assert not torch.equal(other.filter_mean, res.filter_mean[:, :300])
     assert other.smoother_mean is None
+
+
+def test_enkf_n_needs_no_inflation():
+    """EnKF-N (adaptive inflation) matches the tuned ETKF with no inflation to choose, and beats
+    the un-inflated ETKF of the same twin."""
+    truth, obs = twin(every=25, n_steps=10000)
+    kw = dict(obs_std=2**0.5, n_members=10, init_std=2.0)
+    adaptive = ensemble_smoother(step, obs, adaptive=True, **kw).filter_mean
+    score = analysis_rmse(adaptive, truth, obs, burn_in=1000)
+    assert score < 0.58, score  # measured 0.516 (seeds 0 and 1)
+
+
+def test_enkf_n_inflation_without_observations_is_about_one():
+    """With nothing observed the dual cost's minimum is zeta = N / (1 + 1/N): inflation ~1."""
+    gen = torch.Generator().manual_seed(0)
+    ens = torch.randn(2, 10, 3, generator=gen, dtype=torch.float64)
+    none = torch.full((2, 3), float("nan"), dtype=torch.float64)
+    g = etkf_analysis(ens, none, 1.0, adaptive=True)
+    lam = (g @ ens).std(1) / ens.std(1)  # the anomaly scaling
+    torch.testing.assert_close(lam, torch.full_like(lam, (9 * 11 / 100) ** 0.5), rtol=1e-3, atol=0)
+
+
+def test_rotation_keeps_mean_and_covariance():
+    gen = torch.Generator().manual_seed(4)
+    ens = torch.randn(3, 8, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    y[1, 2] = float("nan")
+    plain = etkf_analysis(ens, y, 0.7, 1.03) @ ens
+    turned = etkf_analysis(ens, y, 0.7, 1.03, rotation=torch.Generator().manual_seed(1)) @ ens
+    torch.testing.assert_close(turned.mean(1), plain.mean(1))
+    for b in range(3):
+        torch.testing.assert_close(torch.cov(turned[b].T), torch.cov(plain[b].T))
+    assert (turned - plain).abs().max() > 1e-3  # the members themselves moved
+    q = random_rotation(5, 8, torch.Generator().manual_seed(2), torch.float64)
+    one = torch.ones(8, dtype=torch.float64)
+    torch.testing.assert_close(q @ one, one.expand(5, 8))
+    torch.testing.assert_close(
+        q @ q.transpose(1, 2), torch.eye(8, dtype=torch.float64).expand(5, 8, 8)
+    )
+    assert torch.linalg.det(q[0]).abs().sub(1).abs() < 1e-10
 
 
 def test_etkf_analysis_matches_kalman_gain_mean():

@@ -63,7 +63,7 @@ def test_methods_table_and_external_file_give_the_same_scores(tmp_path):
         assert m[name]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"], name
         assert m[name]["rmse_std"] >= 0
     assert m["enks"]["rmse"] < m["enkf"]["rmse"]  # the smoother also sees later observations
-    assert set(metrics["enkf_tuning"]) == {
+    assert set(metrics["tuning"]) == {
         "enkf@1.02",
         "enkf@1.05",
         "enks@1.02",
@@ -71,11 +71,20 @@ def test_methods_table_and_external_file_give_the_same_scores(tmp_path):
         "threedvar@0.05",
         "threedvar@0.1",
     }
+    assert metrics["tuned_on"].startswith("separate twin")
+    # DAPPER's convention, filters and smoothers apart: the ETKS's filter is the ETKF's run
+    assert m["enks"]["rmse_a"] == m["enkf"]["rmse_a"]
+    assert m["enks"]["rmse_s"] < m["enkf"]["rmse_a"]
+    assert "rmse_s" not in m["enkf"] and "rmse_a" not in m["fourdvar"]
+    assert 0 < m["enkf"]["spread_a"] < 2
     assert m["enkf"]["inflation"] in (1.02, 1.05)
     assert m["threedvar"]["background_scale"] in (0.05, 0.1)
     assert m["enkf"]["rmse_analysis"] < m["threedvar"]["rmse_analysis"]  # flow-dependent B helps
     table = (out / "report" / "table.md").read_text()
     assert "| enkf |" in table and " ± " in table
+    filters, smoothers = table.split("Smoothers")
+    assert "| enkf |" in filters and "| enks |" in smoothers and "| fourdvar |" in smoothers
+    assert "| fourdvar |" not in filters and "| threedvar |" not in smoothers
     # The same twin experiment as an external file (second trajectory) is scored the same way.
     with xr.open_dataset(out / "truth.nc") as t, xr.open_dataset(out / "obs.nc") as o:
         path = write_twin(tmp_path / "twin.nc", t["truth"].values[1], o["obs"].values[1])
@@ -319,6 +328,9 @@ def test_train_key_holds_what_train_reads_only():
         ("observe.noise_std=0", "observe.noise_std is 0; threedvar, enkf"),
         ("observe.components=[3,40]", "observe.components [40] are outside the state's 40"),
         ("evaluate.fourdvar.window=302", "evaluate.fourdvar.window=302 is longer than the data"),
+        ("fourdvarnet.seed=-1000", "fourdvarnet.seed=-1000 makes the simulated set of seed 0"),
+        ("evaluate.tuning_seed=0", "evaluate.tuning_seed=0 makes the simulated set of seed 0"),
+        ("evaluate.threedvar.clim_seed=0", "clim_seed=0 makes the simulated set of seed 0, the"),
     ],
 )
 def test_config_mistakes_fail_at_validation_before_any_stage(capsys, override, message):
@@ -330,3 +342,58 @@ def test_config_mistakes_fail_at_validation_before_any_stage(capsys, override, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert "got a mapping" not in err[0]
+
+
+def test_the_scored_truth_shares_no_state_with_what_the_methods_learn_or_tune_on():
+    """The learned method's training, validation and climatology sets, 3D-Var's climatology and
+    the tuning twin are simulated apart from the scored truth: no state of the truth appears in
+    any of them (before, the learned method's climatology was the truth's own simulation)."""
+    from geodl.methods import assimilation as da
+    from geodl.tasks.assimilation import _twin
+
+    cfg, _ = load_config(QUICK, [])
+    s, o, n = cfg.simulate, cfg.observe, cfg.fourdvarnet
+    truth = da.twin_truth(None, s.system, **s.model_dump(exclude={"system"}))["truth"].values
+    obs = da.twin_observations(
+        xr.Dataset({"truth": (("trajectory", "time", "component"), truth)}, attrs={"dt": s.dt}),
+        None,
+        **o.model_dump(),
+    )["obs"].values
+    sets = da.training_sets(
+        n,
+        system=s.system,
+        forcing=s.forcing,
+        spinup_steps=s.spinup_steps,
+        dt=s.dt,
+        dim=3,
+        every=o.every,
+        components=o.components,
+        obs_std=o.noise_std,
+    )
+    seen = {name: states for name, (states, _) in sets.items()}
+    twin = _twin(cfg, obs, truth, np.isfinite(obs).any(axis=(0, 2)), s.dt, None)
+    seen["tuning"] = twin.tuning.truth
+    th = cfg.evaluate.threedvar
+    seen["threedvar climatology"] = simulate_lorenz_states(s, th.clim_steps, th.clim_seed)
+
+    def cells(states):
+        return set(map(tuple, np.round(states.reshape(-1, 3), 4).tolist()))
+
+    scored = cells(truth)
+    for name, states in seen.items():
+        assert not scored & cells(states), name
+    # and the check can fail: the truth's own simulation shares every state with it
+    assert scored <= cells(simulate_lorenz_states(s, s.n_steps, s.seed, s.n_trajectories))
+
+
+def simulate_lorenz_states(s, n_steps, seed, n_trajectories=1):
+    from geodl.sim import simulate_lorenz
+
+    return simulate_lorenz(
+        s.system,
+        n_trajectories=n_trajectories,
+        n_steps=n_steps,
+        dt=s.dt,
+        spinup_steps=s.spinup_steps,
+        seed=seed,
+    ).numpy()
