@@ -2,6 +2,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import xarray as xr
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +35,22 @@ def test_dynamics_api_example_runs():
     assert float(out["states"][5]) < 0.5 * float(out["states"][3])  # noise removed
     true, learned = float(out["enkf-true"][2]), float(out["enkf-learned"][2])
     assert learned < 1.5 * true and learned < 1.0
+
+
+def test_twin_file_example_converts_and_scores_another_tools_arrays(tmp_path):
+    """(xx, yy) arrays of another DA tool -> a twin file -> the task's DAPPER-convention scores."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "twin_file.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = {line.split()[0]: line.split() for line in proc.stdout.splitlines()}
+    assert set(out) == {"linear", "threedvar", "enkf_n", "enks"}
+    enkf_n, linear = float(out["enkf_n"][2]), float(out["linear"][2])
+    assert enkf_n < 0.8 < 1.0 < linear  # the filter beats interpolating the observations
+    assert float(out["enks"][4]) < float(out["enks"][2])  # the smoother beats its own filter
+    with xr.open_dataset(tmp_path / "twin.nc") as ds:
+        assert int(np.isfinite(ds["obs"]).any("component").sum()) == 80  # 2000 / 25 obs times

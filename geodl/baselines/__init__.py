@@ -7,6 +7,7 @@ from geodl.baselines.enkf import (
     random_rotation,
 )
 from geodl.baselines.fourdvar import interpolate_obs, weak_4dvar
+from geodl.baselines.ienks import ienks
 from geodl.baselines.oi import (
     OIParams,
     OITuning,
@@ -25,6 +26,7 @@ __all__ = [
     "ensemble_smoother",
     "estimate_scales",
     "etkf_analysis",
+    "ienks",
     "interpolate_obs",
     "optimal_interpolation",
     "optimal_interpolation_dense",

@@ -18,7 +18,9 @@ list of them. The methods:
   its multiplicative inflation tuned over :attr:`EnKFSection.inflation` (:func:`tune_ensemble`
   over :func:`ensemble`); ``enkf_n``: the EnKF-N (Bocquet 2011), whose adaptive inflation needs
   no tuning; ``enks``: the ensemble smoother of the same run as ``enkf``, lag
-  :attr:`EnKFSection.lag`;
+  :attr:`EnKFSection.lag`; ``ienks``: the iterative ensemble Kalman smoother
+  (:func:`geodl.baselines.ienks`, Bocquet & Sakov 2014), filter and smoother estimates of one
+  run, its inflation tuned by ``rmse_s`` (:class:`IEnKSSection`);
 - ``fourdvar``: weak-constraint 4D-Var by autograd with the true model (:class:`FourDVarSection`);
 - ``fourdvarnet``: a learned prior and solver,
   :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained by :func:`train_fourdvarnet`
@@ -79,7 +81,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, model_validator
 from torch import Tensor
 
 from geodl.config import Section
@@ -101,6 +103,7 @@ __all__ = [
     "EnKFSection",
     "FourDVarNetSection",
     "FourDVarSection",
+    "IEnKSSection",
     "MethodName",
     "ThreeDVarSection",
     "TwinExperiment",
@@ -130,6 +133,7 @@ __all__ = [
     "tune_3dvar",
     "tuning_twin",
     "tune_ensemble",
+    "tune_ienks",
     "twin_scores",
 ]
 
@@ -162,6 +166,29 @@ class EnKFSection(Section):
     )
     init_std: float = Field(2.0, gt=0)
     seed: int = 0
+
+
+class IEnKSSection(Section):
+    """Iterative ensemble Kalman smoother (Bocquet & Sakov 2014) options; the inflation with the
+    lowest ``rmse_s`` on the tuning twin is kept."""
+
+    n_members: int = Field(10, ge=2)
+    lag: int = Field(1, ge=1, description="window length in analysis cycles")
+    shift: int = Field(1, ge=1, description="cycles the window moves per analysis (<= lag)")
+    inflation: list[float] = Field(
+        default_factory=lambda: [1.0, 1.01, 1.02, 1.04, 1.07, 1.1], min_length=1
+    )
+    n_iter: int = Field(10, gt=0, description="Gauss-Newton iterations at most")
+    epsilon: float | None = Field(1e-4, gt=0, description="bundle scaling (None: transform)")
+    rotate: bool = True
+    init_std: float = Field(2.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shift_within_lag(self) -> IEnKSSection:
+        if self.shift > self.lag:
+            raise ValueError(f"shift={self.shift} exceeds lag={self.lag}; use shift <= lag")
+        return self
 
 
 class ThreeDVarSection(Section):
@@ -429,6 +456,39 @@ def tune_ensemble(method: str, twin: TwinExperiment, e: EnKFSection) -> Tuned:
     est, extra, infl, tried = _tune(method, values, run, twin)
     tried = {} if method == "enkf_n" else tried
     return est, {"inflation": infl, "n_members": e.n_members, **extra}, tried
+
+
+def tune_ienks(twin: TwinExperiment, e: IEnKSSection) -> Tuned:
+    """The iEnKS on ``twin``, its inflation chosen by ``rmse_s`` on ``twin.tuning`` (:func:`_tune`).
+
+    Returns
+    -------
+    (estimates {"a": filter analysis, "s": smoother}, {"inflation", ...}, {"ienks@infl": score})
+    """
+    from geodl.baselines import ienks
+
+    def run(infl: float, on: TwinExperiment) -> tuple[Estimates, dict[str, Any]]:
+        res = ienks(
+            on.step(),
+            torch.as_tensor(on.obs, dtype=torch.float64),
+            obs_std=on.obs_std,
+            n_members=e.n_members,
+            lag=e.lag,
+            shift=e.shift,
+            inflation=infl,
+            n_iter=e.n_iter,
+            epsilon=e.epsilon,
+            init_std=e.init_std,
+            rotation=e.rotate,
+            seed=e.seed,
+        )
+        assert res.smoother_mean is not None  # the iEnKS always smooths
+        est = {"a": res.filter_mean.numpy(), "s": res.smoother_mean.numpy()}
+        return est, {"spread": res.spread.numpy()}
+
+    est, extra, infl, tried = _tune("ienks", e.inflation, run, twin)
+    summary = {"inflation": infl, "n_members": e.n_members, "lag": e.lag, "shift": e.shift}
+    return est, {**summary, **extra}, tried
 
 
 def climatology_cov(
@@ -1091,6 +1151,13 @@ def _run_ensemble(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
     return run
 
 
+def _run_ienks(e: IEnKSSection, twin: TwinExperiment) -> Tuned:
+    from geodl.training import torch_threads
+
+    with torch_threads(1):
+        return tune_ienks(twin, e)
+
+
 def _run_3dvar(v: ThreeDVarSection, twin: TwinExperiment) -> Tuned:
     from geodl.training import torch_threads
 
@@ -1146,6 +1213,7 @@ METHODS: dict[str, TwinMethod] = {
         TwinMethod("enkf", EnKFSection, _run_ensemble("enkf")),
         TwinMethod("enkf_n", EnKFSection, _run_ensemble("enkf_n")),
         TwinMethod("enks", EnKFSection, _run_ensemble("enks")),
+        TwinMethod("ienks", IEnKSSection, _run_ienks),
         TwinMethod("fourdvar", FourDVarSection, _run_4dvar(learned=False)),
         TwinMethod(
             "fourdvarnet", FourDVarNetSection, _run_fourdvarnet, learned=True, needs_obs_std=False

@@ -43,6 +43,7 @@ from geodl.methods.assimilation import (
     EnKFSection,
     FourDVarNetSection,
     FourDVarSection,
+    IEnKSSection,
     MethodName,
     ThreeDVarSection,
 )
@@ -95,6 +96,7 @@ class EvaluateSection(Section):
     tuning_trajectories: int = Field(2, gt=0, description="trajectories of the tuning twin")
     tuning_seed: int = Field(777, description="seed of the tuning twin (apart from the truth)")
     enkf: EnKFSection = EnKFSection()
+    ienks: IEnKSSection = IEnKSSection()
     threedvar: ThreeDVarSection = ThreeDVarSection()
     fourdvar: FourDVarSection = FourDVarSection()
 
@@ -237,7 +239,7 @@ def _evaluate(ctx: StageContext) -> None:
         raise DataError("no observation after evaluate.burn_in: nothing to score at analysis times")
     # each method runs with the section of its type: evaluate.enkf for enkf and enks, and so on
     by_type: dict[Any, Section] = {
-        type(v): v for v in (ev.enkf, ev.threedvar, ev.fourdvar, cfg.fourdvarnet)
+        type(v): v for v in (ev.enkf, ev.ienks, ev.threedvar, ev.fourdvar, cfg.fourdvarnet)
     }
     runs = [(m, by_type.get(da.METHODS[m].section)) for m in ev.methods]
     twin = _twin(cfg, obs, truth, times, dt, ctx.input("model/fourdvarnet.pt"))

@@ -397,3 +397,32 @@ def simulate_lorenz_states(s, n_steps, seed, n_trajectories=1):
         spinup_steps=s.spinup_steps,
         seed=seed,
     ).numpy()
+
+
+def test_ienks_and_enkf_n_in_the_task(tmp_path):
+    """The iEnKS gives a filter and a smoother estimate, each in its own table, tuned by rmse_s on
+    the tuning twin; the EnKF-N needs no inflation grid."""
+    metrics, out = run(
+        tmp_path,
+        "ienks",
+        [
+            "evaluate.methods=[enkf, enkf_n, ienks]",
+            "evaluate.ienks.inflation=[1.0, 1.02]",
+            "evaluate.ienks.n_iter=3",
+        ],
+    )
+    m = metrics["methods"]
+    assert m["ienks"]["rmse_s"] < m["ienks"]["rmse_a"] < 1.2 * m["enkf"]["rmse_a"]
+    assert {"ienks@1", "ienks@1.02"} <= set(metrics["tuning"])
+    assert not any(k.startswith("enkf_n@") for k in metrics["tuning"])
+    assert m["enkf_n"]["rmse_a"] < 0.7 * m["observations"]["rmse_analysis_dapper"]
+    table = (out / "report" / "table.md").read_text()
+    filters, smoothers = table.split("Smoothers")
+    assert "| ienks |" in filters and "| ienks |" in smoothers and "| enkf_n |" in filters
+
+
+def test_ienks_shift_beyond_lag_is_a_config_error(capsys):
+    args = ["config", "validate", QUICK, "--set", "evaluate.ienks.lag=2"]
+    assert main([*args, "--set", "evaluate.ienks.shift=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shift=3 exceeds lag=2" in err[0], err
