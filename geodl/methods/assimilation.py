@@ -28,8 +28,10 @@ list of them. The methods:
   :func:`apply_fourdvarnet`, :func:`learned_step` and :func:`fourdvarnet_info` read it). Its
   solver starts from the time interpolation of the observations or, with ``init: filter``, from
   cycled 3D-Var run with the learned prior as the model: no true model either way;
-- ``fourdvar_learned``: the same weak-constraint 4D-Var, with the dynamics learned as the
-  4DVarNet prior instead of the true model.
+- ``fourdvar_learned``, ``enkf_learned`` and ``ienks_learned``: the same 4D-Var, ETKF (a learned
+  filter: past observations only) and iEnKS (a learned smoother), with the dynamics learned as
+  the 4DVarNet prior, from separately simulated trajectories, in place of the true model (the
+  surrogate-model approach of Brajard et al. 2020).
 
 Twin experiments: :func:`read_twin_file`, :func:`truth_dataset`, :func:`obs_dataset`,
 :func:`analysis_dataset` and the DAPPER-style scores :func:`twin_scores`.
@@ -1049,6 +1051,7 @@ class TwinExperiment:
     model_file : the model file of :func:`train_fourdvarnet` (learned methods only).
     tuning : the twin on which tuned methods choose their parameter (:func:`tuning_twin`: a truth
         of its own, observed the same way); None: the scored twin itself.
+    model : the forecast model of the model-based methods (None: the true model of ``system``).
     """
 
     truth: np.ndarray
@@ -1062,10 +1065,23 @@ class TwinExperiment:
     burn_in: int = 0
     model_file: Path | None = None
     tuning: TwinExperiment | None = None
+    model: Step | None = None
 
     def step(self) -> Step:
-        """The true model, one step of ``dt``."""
-        return true_step(self.system, self.forcing, self.dt)
+        """The forecast model, one step of ``dt``: :attr:`model`, else the true model."""
+        return self.model or true_step(self.system, self.forcing, self.dt)
+
+    def with_learned_model(self) -> TwinExperiment:
+        """This twin (and its tuning twin) with the learned prior of :attr:`model_file` as the
+        forecast model (:func:`learned_step`) in place of the true one."""
+        learned = learned_step(self.learned_file())
+
+        def step(x: Tensor) -> Tensor:  # ensemble forecasts need no gradient
+            with torch.no_grad():
+                return learned(x)
+
+        tuning = None if self.tuning is None else dataclasses.replace(self.tuning, model=step)
+        return dataclasses.replace(self, model=step, tuning=tuning)
 
     def learned_file(self) -> Path:
         """:attr:`model_file`, which the learned methods need."""
@@ -1141,21 +1157,24 @@ def _run_obs_only(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
     return run
 
 
-def _run_ensemble(name: str) -> Callable[[Any, TwinExperiment], Tuned]:
+def _run_ensemble(name: str, learned: bool = False) -> Callable[[Any, TwinExperiment], Tuned]:
     def run(e: EnKFSection, twin: TwinExperiment) -> Tuned:
         from geodl.training import torch_threads
 
         with torch_threads(1):
-            return tune_ensemble(name, twin, e)
+            return tune_ensemble(name, twin.with_learned_model() if learned else twin, e)
 
     return run
 
 
-def _run_ienks(e: IEnKSSection, twin: TwinExperiment) -> Tuned:
-    from geodl.training import torch_threads
+def _run_ienks(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
+    def run(e: IEnKSSection, twin: TwinExperiment) -> Tuned:
+        from geodl.training import torch_threads
 
-    with torch_threads(1):
-        return tune_ienks(twin, e)
+        with torch_threads(1):
+            return tune_ienks(twin.with_learned_model() if learned else twin, e)
+
+    return run
 
 
 def _run_3dvar(v: ThreeDVarSection, twin: TwinExperiment) -> Tuned:
@@ -1213,12 +1232,14 @@ METHODS: dict[str, TwinMethod] = {
         TwinMethod("enkf", EnKFSection, _run_ensemble("enkf")),
         TwinMethod("enkf_n", EnKFSection, _run_ensemble("enkf_n")),
         TwinMethod("enks", EnKFSection, _run_ensemble("enks")),
-        TwinMethod("ienks", IEnKSSection, _run_ienks),
+        TwinMethod("ienks", IEnKSSection, _run_ienks(learned=False)),
         TwinMethod("fourdvar", FourDVarSection, _run_4dvar(learned=False)),
         TwinMethod(
             "fourdvarnet", FourDVarNetSection, _run_fourdvarnet, learned=True, needs_obs_std=False
         ),
         TwinMethod("fourdvar_learned", FourDVarSection, _run_4dvar(learned=True), learned=True),
+        TwinMethod("enkf_learned", EnKFSection, _run_ensemble("enkf", True), learned=True),
+        TwinMethod("ienks_learned", IEnKSSection, _run_ienks(learned=True), learned=True),
     )
 }
 

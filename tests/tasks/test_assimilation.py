@@ -219,7 +219,10 @@ def test_learned_methods_train_and_learned_4dvar_beats_observations(tmp_path):
         tmp_path,
         "learned",
         [
-            "evaluate.methods=[linear, fourdvarnet, fourdvar_learned]",
+            "evaluate.methods=[linear, enkf, fourdvarnet, fourdvar_learned, enkf_learned, "
+            "ienks_learned]",
+            "evaluate.ienks.inflation=[1.02]",
+            "evaluate.ienks.n_iter=3",
             "fourdvarnet.window=100",
             "fourdvarnet.n_iter=2",
             "fourdvarnet.n_train_steps=300",
@@ -247,6 +250,10 @@ def test_learned_methods_train_and_learned_4dvar_beats_observations(tmp_path):
     )
     # the prior, fitted to true windows, is a good enough model for 4D-Var
     assert m["fourdvar_learned"]["rmse_analysis"] < 0.7 * m["observations"]["rmse_analysis"]
+    # and for the ETKF (a learned filter: past observations only) and the iEnKS (a smoother)
+    assert m["enkf_learned"]["rmse_a"] < 1.5 * m["enkf"]["rmse_a"]
+    assert "rmse_s" not in m["enkf_learned"]
+    assert m["ienks_learned"]["rmse_s"] < m["enkf_learned"]["rmse_a"]
     # the trained model file works in the Python API and scores as in the task
     import geodl.assimilation as da
     from geodl.errors import UserInputError
