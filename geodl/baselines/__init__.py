@@ -6,7 +6,7 @@ from geodl.baselines.enkf import (
     etkf_analysis,
     random_rotation,
 )
-from geodl.baselines.fourdvar import interpolate_obs, weak_4dvar
+from geodl.baselines.fourdvar import cycled_4dvar, interpolate_obs, weak_4dvar
 from geodl.baselines.ienks import ienks
 from geodl.baselines.oi import (
     OIParams,
@@ -23,6 +23,7 @@ __all__ = [
     "OIParams",
     "OITuning",
     "cycled_3dvar",
+    "cycled_4dvar",
     "ensemble_smoother",
     "estimate_scales",
     "etkf_analysis",

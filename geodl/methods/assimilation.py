@@ -21,7 +21,9 @@ list of them. The methods:
   :attr:`EnKFSection.lag`; ``ienks``: the iterative ensemble Kalman smoother
   (:func:`geodl.baselines.ienks`, Bocquet & Sakov 2014), filter and smoother estimates of one
   run, its inflation tuned by ``rmse_s`` (:class:`IEnKSSection`);
-- ``fourdvar``: weak-constraint 4D-Var by autograd with the true model (:class:`FourDVarSection`);
+- ``fourdvar``: weak-constraint 4D-Var by autograd with the true model (:class:`FourDVarSection`),
+  over independent windows or cycled (overlapping windows, each with a background term from the
+  previous one: a smoother, and a filter at window ends);
 - ``fourdvarnet``: a learned prior and solver,
   :class:`geodl.models.fourdvarnet_state.StateFourDVarNet`, trained by :func:`train_fourdvarnet`
   on windows of separately simulated trajectories (the one function that writes its model file;
@@ -205,10 +207,27 @@ class ThreeDVarSection(Section):
 
 
 class FourDVarSection(Section):
+    """Weak-constraint 4D-Var: independent windows, or cycled (``shift``: overlapping windows, each
+    with a background term from the previous one, :func:`geodl.baselines.cycled_4dvar`)."""
+
     window: int = Field(200, ge=2)
     model_std: float = Field(0.01, gt=0, description="model error std per step")
     n_iter: int = Field(50, gt=0)
     n_outer: int = Field(3, gt=0)
+    shift: int | None = Field(
+        None, ge=1, description="cycled: steps the window moves (None: independent windows)"
+    )
+    background_std: float = Field(
+        0.5, gt=0, description="cycled: background error std of each window's initial state"
+    )
+
+    @model_validator(mode="after")
+    def _shift_within_window(self) -> FourDVarSection:
+        if self.shift is not None and self.shift > self.window:
+            raise ValueError(
+                f"shift={self.shift} exceeds window={self.window}; use shift <= window"
+            )
+        return self
 
 
 class FourDVarNetSection(Section):
@@ -425,7 +444,9 @@ def _tune(
     return est, extra, best[1], tried
 
 
-def tune_ensemble(method: str, twin: TwinExperiment, e: EnKFSection) -> Tuned:
+def tune_ensemble(
+    method: str, twin: TwinExperiment, e: EnKFSection, label: str | None = None
+) -> Tuned:
     """``enkf`` (the ETKF), ``enks`` (its smoother) or ``enkf_n`` (the EnKF-N) on ``twin``: the
     inflation of :attr:`EnKFSection.inflation` with the lowest score on ``twin.tuning``
     (:func:`_tune`; ``enkf_n`` tunes nothing).
@@ -455,12 +476,12 @@ def tune_ensemble(method: str, twin: TwinExperiment, e: EnKFSection) -> Tuned:
         return est, {"spread": res.spread.numpy()}
 
     values = [1.0] if method == "enkf_n" else e.inflation
-    est, extra, infl, tried = _tune(method, values, run, twin)
+    est, extra, infl, tried = _tune(label or method, values, run, twin)
     tried = {} if method == "enkf_n" else tried
     return est, {"inflation": infl, "n_members": e.n_members, **extra}, tried
 
 
-def tune_ienks(twin: TwinExperiment, e: IEnKSSection) -> Tuned:
+def tune_ienks(twin: TwinExperiment, e: IEnKSSection, label: str = "ienks") -> Tuned:
     """The iEnKS on ``twin``, its inflation chosen by ``rmse_s`` on ``twin.tuning`` (:func:`_tune`).
 
     Returns
@@ -488,7 +509,7 @@ def tune_ienks(twin: TwinExperiment, e: IEnKSSection) -> Tuned:
         est = {"a": res.filter_mean.numpy(), "s": res.smoother_mean.numpy()}
         return est, {"spread": res.spread.numpy()}
 
-    est, extra, infl, tried = _tune("ienks", e.inflation, run, twin)
+    est, extra, infl, tried = _tune(label, e.inflation, run, twin)
     summary = {"inflation": infl, "n_members": e.n_members, "lag": e.lag, "shift": e.shift}
     return est, {**summary, **extra}, tried
 
@@ -1162,7 +1183,9 @@ def _run_ensemble(name: str, learned: bool = False) -> Callable[[Any, TwinExperi
         from geodl.training import torch_threads
 
         with torch_threads(1):
-            return tune_ensemble(name, twin.with_learned_model() if learned else twin, e)
+            if learned:  # its scores tried are labelled enkf_learned@..., apart from enkf's
+                return tune_ensemble(name, twin.with_learned_model(), e, f"{name}_learned")
+            return tune_ensemble(name, twin, e)
 
     return run
 
@@ -1172,7 +1195,9 @@ def _run_ienks(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
         from geodl.training import torch_threads
 
         with torch_threads(1):
-            return tune_ienks(twin.with_learned_model() if learned else twin, e)
+            if learned:
+                return tune_ienks(twin.with_learned_model(), e, "ienks_learned")
+            return tune_ienks(twin, e)
 
     return run
 
@@ -1195,10 +1220,24 @@ def _run_3dvar(v: ThreeDVarSection, twin: TwinExperiment) -> Tuned:
 
 def _run_4dvar(learned: bool) -> Callable[[Any, TwinExperiment], Tuned]:
     def run(fv: FourDVarSection, twin: TwinExperiment) -> Tuned:
-        from geodl.baselines import weak_4dvar
+        from geodl.baselines import cycled_4dvar, weak_4dvar
         from geodl.training import torch_threads
 
         step = learned_step(twin.learned_file()) if learned else twin.step()
+        if fv.shift is not None:  # cycled: a smoother and, at window ends, a filter
+            with torch_threads(1):
+                smooth, filt = cycled_4dvar(
+                    step,
+                    torch.as_tensor(twin.obs, dtype=torch.float64),
+                    obs_std=twin.obs_std,
+                    model_std=fv.model_std,
+                    background_std=fv.background_std,
+                    window=fv.window,
+                    shift=fv.shift,
+                    n_iter=fv.n_iter,
+                    n_outer=fv.n_outer,
+                )
+            return {"s": smooth.detach().numpy(), "a": filt.detach().numpy()}, {}, {}
         with torch_threads(1):
             est = weak_4dvar(
                 step,

@@ -254,6 +254,7 @@ def test_learned_methods_train_and_learned_4dvar_beats_observations(tmp_path):
     assert m["enkf_learned"]["rmse_a"] < 1.5 * m["enkf"]["rmse_a"]
     assert "rmse_s" not in m["enkf_learned"]
     assert m["ienks_learned"]["rmse_s"] < m["enkf_learned"]["rmse_a"]
+    assert {"enkf@1.02", "enkf_learned@1.02", "ienks_learned@1.02"} <= set(metrics["tuning"])
     # the trained model file works in the Python API and scores as in the task
     import geodl.assimilation as da
     from geodl.errors import UserInputError
@@ -338,6 +339,7 @@ def test_train_key_holds_what_train_reads_only():
         ("fourdvarnet.seed=-1000", "fourdvarnet.seed=-1000 makes the simulated set of seed 0"),
         ("evaluate.tuning_seed=0", "evaluate.tuning_seed=0 makes the simulated set of seed 0"),
         ("evaluate.threedvar.clim_seed=0", "clim_seed=0 makes the simulated set of seed 0, the"),
+        ("evaluate.fourdvar.shift=41", "shift=41 exceeds window=40; use shift <= window"),
     ],
 )
 def test_config_mistakes_fail_at_validation_before_any_stage(capsys, override, message):
@@ -433,3 +435,17 @@ def test_ienks_shift_beyond_lag_is_a_config_error(capsys):
     assert main([*args, "--set", "evaluate.ienks.shift=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "shift=3 exceeds lag=2" in err[0], err
+
+
+def test_cycled_fourdvar_in_the_task_is_a_smoother_and_a_filter(tmp_path):
+    """Overlapping windows with a background from the previous one beat independent windows."""
+    base = ["evaluate.fourdvar.window=101", "evaluate.fourdvar.n_iter=30"]
+    cyc, _ = run(
+        tmp_path,
+        "cyc",
+        [*base, "evaluate.methods=[fourdvar]", "evaluate.fourdvar.shift=25"],
+    )
+    ind, _ = run(tmp_path, "ind", [*base, "evaluate.methods=[fourdvar]"])
+    c, i = cyc["methods"]["fourdvar"], ind["methods"]["fourdvar"]
+    assert c["rmse_s"] < i["rmse_s"] and "rmse_a" in c and "rmse_a" not in i
+    assert c["rmse_a"] < 0.7 * cyc["methods"]["observations"]["rmse_analysis_dapper"]
