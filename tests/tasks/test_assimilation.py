@@ -449,3 +449,36 @@ def test_cycled_fourdvar_in_the_task_is_a_smoother_and_a_filter(tmp_path):
     c, i = cyc["methods"]["fourdvar"], ind["methods"]["fourdvar"]
     assert c["rmse_s"] < i["rmse_s"] and "rmse_a" in c and "rmse_a" not in i
     assert c["rmse_a"] < 0.7 * cyc["methods"]["observations"]["rmse_analysis_dapper"]
+
+
+def test_fourdvarnet_from_the_learned_ienks_first_guess(tmp_path):
+    """init: ienks starts the learned solver from the iEnKS smoother run with the learned prior:
+    the first guess is exactly ienks_learned's estimate (same prior, inflation, members)."""
+    from geodl.methods.assimilation import FourDVarNetSection, _first_guess
+
+    metrics, out = run(
+        tmp_path,
+        "init_ienks",
+        [
+            "evaluate.methods=[fourdvarnet, ienks_learned]",
+            "evaluate.ienks.inflation=[1.0]",
+            "fourdvarnet.init=ienks",
+            "fourdvarnet.window=100",
+            "fourdvarnet.n_iter=2",
+            "fourdvarnet.n_train_steps=300",
+            "fourdvarnet.n_train_trajectories=1",
+            "fourdvarnet.prior_pretrain_iter=100",
+            "fourdvarnet.freeze_prior=true",
+            "train.max_epochs=1",
+        ],
+    )
+    model_file = out / "model" / "fourdvarnet.pt"
+    model, mean, std = _load_net(model_file)
+    meta = torch.load(model_file, weights_only=True)["geodl"]
+    with xr.open_dataset(out / "obs.nc") as o, xr.open_dataset(out / "analysis.nc") as a:
+        obs, smoother = o["obs"].values, a["ienks_learned"].values
+    norm = {"mean": mean.tolist(), "std": std.tolist()}
+    section = FourDVarNetSection(**meta["fourdvarnet"])
+    guess = _first_guess(section, model.prior, obs, norm, meta["background"], 2**0.5)
+    np.testing.assert_allclose(guess, smoother, rtol=0, atol=1e-5)
+    assert np.isfinite(metrics["methods"]["fourdvarnet"]["rmse_s"])
