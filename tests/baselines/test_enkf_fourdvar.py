@@ -159,3 +159,36 @@ def test_bad_obs_shape():
         weak_4dvar(step, torch.zeros(5, 3), obs_std=1.0, model_std=0.1)
     with pytest.raises(UserInputError, match="window must be >= 2"):
         weak_4dvar(step, torch.zeros(1, 5, 3), obs_std=1.0, model_std=0.1, window=1)
+
+
+def test_enkf_n_analysis_is_the_kalman_update_with_its_inflation():
+    """EnKF-N = the Kalman update of the sample covariance inflated by lambda^2, lambda =
+    sqrt((N - 1) / zeta*) with zeta* the minimiser of the dual cost (checked on a fine grid)."""
+    from geodl.baselines.enkf import _enkf_n_inflation
+
+    gen = torch.Generator().manual_seed(5)
+    n = 8
+    ens = torch.randn(1, n, 3, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0])
+    y = torch.randn(1, 3, generator=gen, dtype=torch.float64) * 4
+    r = 0.5
+    post = etkf_analysis(ens, y, r, adaptive=True) @ ens
+    mean = ens.mean(1)
+    anom = (ens - mean[:, None]) / r**0.5
+    d = (y - mean) / r**0.5
+    s, v = torch.linalg.eigh(anom @ anom.transpose(1, 2))
+    u = (v.transpose(1, 2) @ (anom @ d[:, :, None]))[:, :, 0]
+    lam = float(_enkf_n_inflation(s, u, n))
+    # the dual cost's minimiser, by brute force
+    eps = 1 + 1 / n
+    zeta = torch.linspace(1e-3, n / eps, 200001, dtype=torch.float64)
+    cost = -0.5 * (u[0, None, :] ** 2 / (zeta[:, None] + s[0].clamp(min=0))).sum(1)
+    cost = cost + 0.5 * eps * zeta - 0.5 * n * torch.log(zeta)
+    best = float(zeta[cost.argmin()])
+    assert abs(lam - ((n - 1) / best) ** 0.5) < 1e-3 * lam
+    assert lam > 1.05  # a large innovation asks for inflation
+    cov = lam**2 * torch.cov(ens[0].T)
+    gain = cov @ torch.linalg.inv(cov + r * torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(post.mean(1), mean + (gain @ (y - mean).T).T)
+    torch.testing.assert_close(
+        torch.cov(post[0].T), (torch.eye(3, dtype=torch.float64) - gain) @ cov
+    )
