@@ -13,7 +13,7 @@ Assimilate noisy, sparse observations of Lorenz-63 with the ETKF and score it::
 unobserved, on the model's time grid (step in ``attrs["dt"]``, a numeric ``time`` coordinate, or
 ``dt=``). ``model`` is the true model of a twin experiment (``"lorenz63"``, ``"lorenz96"``), a
 learned :class:`geodl.dynamics.DynamicsModel` or any differentiable one-step function ``(N, D) ->
-(N, D)`` (torch, float64). Methods: ``enkf`` (ETKF), ``enks`` (its smoother of lag ``lag`` steps:
+(N, D)`` (torch, float64). Methods: ``enkf`` (ETKF), ``enkf_n`` (EnKF-N: adaptive inflation), ``enks`` (its smoother of lag ``lag`` steps:
 0 is the filter, a lag covering the record the full smoother, DAPPER's convention),
 ``threedvar`` (cycled 3D-Var, static background covariance), ``fourdvar`` (weak-constraint 4D-Var by
 autograd), ``fourdvarnet`` (a learned 4DVarNet trained by the ``assimilation`` task: ``model`` is
@@ -48,6 +48,7 @@ from geodl.methods.assimilation import (
     true_step,
     twin_scores,
 )
+from geodl.metrics import dapper_scores
 
 __all__ = ["METHODS", "assimilate", "score"]
 
@@ -231,12 +232,15 @@ def score(
     *,
     obs: xr.DataArray | None = None,
     burn_in: int = 0,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """RMSE of ``estimate`` against ``truth`` (same dims), after ``burn_in`` steps.
 
     ``rmse`` over every time, and with ``obs``: ``rmse_analysis`` at the observed times and
     ``rmse_analysis_dapper`` (the time mean of the instantaneous RMSE over components, DAPPER's
-    ``rmse.a``). ``*_std``: the spread over trajectories.
+    ``rmse.a``). ``*_std``: the spread over trajectories. With ``obs`` and ``kind`` (``"a"`` for
+    a filter's analysis, ``"s"`` for a smoother's estimate) also the task's
+    :func:`~geodl.metrics.dapper_scores`: ``rmse_a`` or ``rmse_s`` (and ``rmse_u``).
     """
     est, _ = trajectory_array(estimate, 1.0, allow_nan=False)
     tru, _ = trajectory_array(truth, 1.0, allow_nan=False)
@@ -254,6 +258,10 @@ def score(
             )
         times = np.isfinite(o).any(axis=(0, 2))
     scores = twin_scores(est, tru, times, burn_in)
+    if kind is not None:
+        if obs is None:
+            raise UserInputError(f"score: kind={kind!r} needs obs= (the analysis times)")
+        scores.update(dapper_scores(est, tru, times, burn_in, kind))
     if obs is None:
         scores = {k: v for k, v in scores.items() if not k.startswith("rmse_analysis")}
     return scores

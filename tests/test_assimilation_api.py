@@ -52,6 +52,18 @@ def test_every_method_beats_the_observations(scores):
     assert set(scores["enkf"]) >= {"rmse", "rmse_analysis", "rmse_analysis_dapper"}
 
 
+def test_score_in_dapper_convention_is_the_tasks(twin):
+    truth, obs = twin
+    res = da.assimilate(obs, obs_std=OBS_STD, method="enkf_n")
+    s = da.score(res["analysis"], truth, obs=obs, burn_in=200, kind="a")
+    assert s["rmse_a"] == pytest.approx(s["rmse_analysis_dapper"])  # one trajectory or more
+    assert s["rmse_a"] < 0.8 * OBS_STD
+    smooth = da.score(res["analysis"], truth, obs=obs, burn_in=200, kind="s")
+    assert smooth["rmse_s"] == s["rmse_a"] and "rmse_u" in smooth
+    with pytest.raises(UserInputError, match="needs obs="):
+        da.score(res["analysis"], truth, kind="a")
+
+
 def test_a_learned_or_custom_model_is_used(twin):
     """Any one-step function is the model: a wrong one (no dynamics) does worse than the true."""
     truth, obs = twin
