@@ -252,9 +252,10 @@ class FourDVarNetSection(Section):
     init: Literal["interp", "filter", "ienks"] = Field(
         "interp",
         description="solver first guess: time interpolation of the obs, cycled 3D-Var or the "
-        "iEnKS (10 members, lag 1), each with the learned prior as the model",
+        "iEnKS (init_members, lag 1), each with the learned prior as the model",
     )
     init_inflation: float = Field(1.0, ge=1.0, description="init ienks: its inflation")
+    init_members: int = Field(10, ge=2, description="init ienks: its ensemble size")
     init_background_scale: float = Field(
         0.1, gt=0, description="init filter: B = this x the climatological covariance"
     )
@@ -667,7 +668,7 @@ def _first_guess(
             step,
             torch.as_tensor(obs, dtype=torch.float64),
             obs_std=obs_std,
-            n_members=e.n_members,
+            n_members=n.init_members,
             lag=e.lag,
             inflation=n.init_inflation,
             n_iter=e.n_iter,
