@@ -16,13 +16,7 @@ B_COV = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and the CI CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def l63_step(x):

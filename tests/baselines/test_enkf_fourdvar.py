@@ -13,13 +13,7 @@ from geodl.sim import lorenz_vector_field, rk4_step, simulate_lorenz
 F63 = lorenz_vector_field("lorenz63")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and the CI CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def step(x):

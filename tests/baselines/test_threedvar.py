@@ -9,13 +9,7 @@ from geodl.baselines import cycled_3dvar, threedvar_analysis
 from geodl.errors import UserInputError
 from geodl.sim import lorenz_vector_field, rk4_step, simulate_lorenz
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spd(d, seed):
