@@ -153,7 +153,7 @@ Tuned = tuple[Estimates, dict[str, Any], dict[str, float]]
 
 # ----- sections ----------------------------------------------------------------------------
 class EnKFSection(Section):
-    """ETKF/ETKS options; the inflation with the lowest analysis RMSE is kept (DAPPER-style tuning)."""
+    """ETKF/ETKS/EnKF-N options; the inflation with the lowest score on the tuning twin is kept."""
 
     n_members: int = Field(10, ge=2)
     inflation: list[float] = Field(
@@ -197,7 +197,7 @@ class IEnKSSection(Section):
 
 class ThreeDVarSection(Section):
     """Cycled 3D-Var; ``B`` = scale x the climatological covariance of a separate simulation, the
-    scale with the lowest analysis RMSE is kept (DAPPER-style tuning, like the EnKF inflation)."""
+    scale with the lowest ``rmse_a`` on the tuning twin is kept (like the EnKF inflation)."""
 
     scale: list[PositiveFloat] = Field(
         default_factory=lambda: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5], min_length=1
