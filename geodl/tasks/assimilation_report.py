@@ -77,31 +77,28 @@ def dapper_table(metrics: dict[str, Any]) -> str:
         return f"{m[key]:.3f} ± {m[key + '_std']:.3f}" if key + "_std" in m else f"{m[key]:.3f}"
 
     methods = {k: v for k, v in metrics["methods"].items() if k != "observations"}
-    lines = [
-        "Filters (past observations only), DAPPER's rmse.a:",
-        "",
-        "| method | rmse_a | spread_a |",
-        "|---|---|---|",
-    ]
-    lines += [
+    filters = [
         f"| {k} | {cell(m, 'rmse_a')} | {cell(m, 'spread_a')} |"
         for k, m in methods.items()
         if "rmse_a" in m
     ]
-    lines += [
-        "",
-        "Smoothers (observations before and after), DAPPER's rmse.s (analysis times) and "
-        "rmse.u (every step):",
-        "",
-        "| method | rmse_s | rmse_u |",
-        "|---|---|---|",
-    ]
-    lines += [
+    smoothers = [
         f"| {k} | {cell(m, 'rmse_s')} | {cell(m, 'rmse_u')} |"
         for k, m in methods.items()
         if "rmse_s" in m
     ]
+    lines: list[str] = []
+    if filters:  # a table only for a kind that some method gives
+        lines += ["Filters (past observations only), DAPPER's rmse.a:", ""]
+        lines += ["| method | rmse_a | spread_a |", "|---|---|---|", *filters, ""]
+    if smoothers:
+        lines += [
+            "Smoothers (observations before and after), DAPPER's rmse.s (analysis times) and "
+            "rmse.u (every step):",
+            "",
+        ]
+        lines += ["| method | rmse_s | rmse_u |", "|---|---|---|", *smoothers, ""]
     obs = metrics["methods"].get("observations", {})
     if "rmse_analysis_dapper" in obs:
-        lines += ["", f"Observations at analysis times: {obs['rmse_analysis_dapper']:.3f}."]
+        lines.append(f"Observations at analysis times: {obs['rmse_analysis_dapper']:.3f}.")
     return "\n".join(lines) + "\n"
