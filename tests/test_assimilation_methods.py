@@ -10,10 +10,11 @@ import xarray as xr
 import geodl.assimilation as da
 from geodl.errors import DataError
 from geodl.methods.assimilation import DEFAULT_LAG, linear
+from geodl.methods.assimilation import METHODS as TWIN_METHODS
 from geodl.methods.assimilation import OBS_ONLY as METHODS
 from geodl.obs import observe_state
 from geodl.sim import simulate_lorenz
-from geodl.tasks.assimilation import AssimilationConfig, _run_enkf
+from geodl.tasks.assimilation import AssimilationConfig, _twin
 
 OBS_STD = 2**0.5
 DT = 0.01
@@ -37,8 +38,8 @@ def task_estimate(twin, name, **enkf):
             "evaluate": {"enkf": {"inflation": [1.05], **ENKF, **enkf}},
         }
     )
-    times = np.isfinite(obs).any(axis=(0, 2))
-    est = _run_enkf(cfg, torch.as_tensor(obs), truth, times, DT, name)[0]
+    twin = _twin(cfg, truth, torch.as_tensor(obs), DT, None)  # as the evaluate stage runs it
+    est = TWIN_METHODS[name].run(cfg.evaluate.enkf, twin)[0]
     return est.get("s", est["a"])  # the smoother's estimate where it has one
 
 

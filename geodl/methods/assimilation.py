@@ -152,6 +152,37 @@ Tuned = tuple[Estimates, dict[str, Any], dict[str, float]]
 
 
 # ----- sections ----------------------------------------------------------------------------
+class TwinDataSection(Section):
+    """An external twin experiment to score instead of the simulated one (:func:`read_twin_file`)."""
+
+    path: str | None = Field(
+        None, description="NetCDF with truth(time, component), obs(time, component), attr dt"
+    )
+
+
+class TwinSimulateSection(Section):
+    """The simulated truth of a twin experiment: the options of :func:`twin_truth`."""
+
+    system: Literal["lorenz63", "lorenz96"] = "lorenz63"
+    n_trajectories: int = Field(1, gt=0)
+    n_steps: int = Field(2000, gt=0)
+    dt: float = Field(0.01, gt=0)
+    spinup_steps: int = Field(1000, ge=0)
+    n_components: int = Field(40, ge=4, description="lorenz96 only")
+    forcing: float = 8.0
+    noise_std: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class TwinObserveSection(Section):
+    """How the twin's truth is observed: the options of :func:`twin_observations`."""
+
+    every: int = Field(8, gt=0)
+    components: list[int] | None = None
+    noise_std: float = Field(1.4142135623730951, ge=0)
+    seed: int = 1
+
+
 class EnKFSection(Section):
     """ETKF/ETKS/EnKF-N options; the inflation with the lowest score on the tuning twin is kept."""
 
@@ -1150,6 +1181,38 @@ class TwinExperiment:
         if self.model_file is None:
             raise UserInputError("a learned method needs model_file= (train_fourdvarnet's file)")
         return self.model_file
+
+
+def twin_experiment(
+    truth: np.ndarray,
+    obs: np.ndarray | Tensor,
+    dt: float,
+    simulate: TwinSimulateSection,
+    *,
+    obs_std: float,
+    burn_in: int = 0,
+    model_file: Path | None = None,
+    tuning: tuple[int, int] | None = None,
+) -> TwinExperiment:
+    """The :class:`TwinExperiment` of a truth and its observations, the true model of
+    ``simulate``; with ``tuning = (n_trajectories, seed)`` its tuning twin is :func:`tuning_twin`
+    of those (None: tuned on the scored twin itself). Analysis times are the observed ones."""
+    times = np.isfinite(np.asarray(obs)).any(axis=(0, 2))
+    twin = TwinExperiment(
+        truth=truth,
+        obs=obs,
+        times=times,
+        dt=dt,
+        system=simulate.system,
+        forcing=simulate.forcing,
+        spinup_steps=simulate.spinup_steps,
+        obs_std=obs_std,
+        burn_in=burn_in,
+        model_file=model_file,
+    )
+    if tuning is None:
+        return twin
+    return dataclasses.replace(twin, tuning=tuning_twin(twin, *tuning))
 
 
 def tuning_twin(twin: TwinExperiment, n_trajectories: int, seed: int) -> TwinExperiment:

@@ -283,6 +283,37 @@ class MappingData:
         da = self.source.variable(self.variable, dask=False)
         return da.isel({t_dim: slice(*split)}).transpose(*self.source.dims).load()
 
+    @classmethod
+    def from_prepare(
+        cls,
+        prep: dict[str, Any],
+        truth: Path,
+        obs: Path,
+        *,
+        variable: str,
+        patch: PatchSection,
+        land_mask: str | None = None,
+        members: tuple[Path, Path] | None = None,
+    ) -> MappingData:
+        """The data of a run: the truth file (``target`` = ``variable``), the observation file
+        (``{variable}_obs``), what ``prepare`` recorded (``prep``: splits, normalisation, noise,
+        scales) and, for twin experiments, the extra realisations' (truth, observation) files."""
+        source = GriddedSource(
+            truth, target=variable, obs=f"{variable}_obs", extra=obs, land_mask=land_mask
+        )
+        return cls(
+            source=source,
+            splits={k: tuple(v) for k, v in prep["splits"].items()},
+            normalizer=prep["normalizer"],
+            patch=patch,
+            noise_std=prep["noise_std"],
+            obs_std=prep["obs_std_train"],
+            obs_mean=prep["obs_mean_train"],
+            scales=prep.get("scales"),
+            periodic=bool(prep.get("periodic", False)),
+            extra=member_sources(*members, variable) if members else (),
+        )
+
 
 @dataclass(frozen=True)
 class MappingMethod:

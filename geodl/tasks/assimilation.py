@@ -27,7 +27,6 @@ Python use::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -46,39 +45,15 @@ from geodl.methods.assimilation import (
     IEnKSSection,
     MethodName,
     ThreeDVarSection,
+    TwinDataSection,
+    TwinObserveSection,
+    TwinSimulateSection,
 )
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TrainSection
 
 __all__ = ["AssimilationConfig"]
-
-
-class DataSection(Section):
-    """An external twin experiment to score instead of the simulated one."""
-
-    path: str | None = Field(
-        None, description="NetCDF with truth(time, component), obs(time, component), attr dt"
-    )
-
-
-class SimulateSection(Section):
-    system: Literal["lorenz63", "lorenz96"] = "lorenz63"
-    n_trajectories: int = Field(1, gt=0)
-    n_steps: int = Field(2000, gt=0)
-    dt: float = Field(0.01, gt=0)
-    spinup_steps: int = Field(1000, ge=0)
-    n_components: int = Field(40, ge=4, description="lorenz96 only")
-    forcing: float = 8.0
-    noise_std: float = Field(0.0, ge=0)
-    seed: int = 0
-
-
-class ObserveSection(Section):
-    every: int = Field(8, gt=0)
-    components: list[int] | None = None
-    noise_std: float = Field(1.4142135623730951, ge=0)
-    seed: int = 1
 
 
 def _floor() -> list[MethodName]:
@@ -103,9 +78,9 @@ class EvaluateSection(Section):
 
 class AssimilationConfig(Section):
     experiment: ExperimentSection
-    data: DataSection = DataSection()
-    simulate: SimulateSection = SimulateSection()
-    observe: ObserveSection = ObserveSection()
+    data: TwinDataSection = TwinDataSection()
+    simulate: TwinSimulateSection = TwinSimulateSection()
+    observe: TwinObserveSection = TwinObserveSection()
     fourdvarnet: FourDVarNetSection = FourDVarNetSection()
     train: TrainSection = TrainSection(max_epochs=20, batch_size=32, lr=5e-3, progress_bar=False)
     evaluate: EvaluateSection = EvaluateSection()
@@ -201,32 +176,20 @@ def _train(ctx: StageContext) -> None:
 
 
 def _twin(
-    cfg: Any, obs: Any, truth: np.ndarray, times: np.ndarray, dt: float, model_file: Path | None
+    cfg: Any, truth: np.ndarray, obs: Any, dt: float, model: Path | None
 ) -> da.TwinExperiment:
-    s, ev = cfg.simulate, cfg.evaluate
-    twin = da.TwinExperiment(
-        truth=truth,
-        obs=obs,
-        times=times,
-        dt=dt,
-        system=s.system,
-        forcing=s.forcing,
-        spinup_steps=s.spinup_steps,
+    """The scored twin of ``cfg``, with its tuning twin (``evaluate.tune_on``)."""
+    ev = cfg.evaluate
+    return da.twin_experiment(
+        truth,
+        obs,
+        dt,
+        cfg.simulate,
         obs_std=cfg.observe.noise_std,
         burn_in=ev.burn_in,
-        model_file=model_file,
+        model_file=model,
+        tuning=None if ev.tune_on == "scored" else (ev.tuning_trajectories, ev.tuning_seed),
     )
-    if ev.tune_on == "scored":
-        return twin
-    tuning = da.tuning_twin(twin, ev.tuning_trajectories, ev.tuning_seed)
-    return dataclasses.replace(twin, tuning=tuning)
-
-
-def _run_enkf(
-    cfg: Any, obs: Any, truth: np.ndarray, times: np.ndarray, dt: float, name: str
-) -> da.Tuned:
-    """``enkf``/``enks`` of ``cfg`` on arrays, as ``evaluate`` runs them (the API's parity test)."""
-    return da.METHODS[name].run(cfg.evaluate.enkf, _twin(cfg, obs, truth, times, dt, None))
 
 
 def _evaluate(ctx: StageContext) -> None:
@@ -234,15 +197,14 @@ def _evaluate(ctx: StageContext) -> None:
     with xr.open_dataset(ctx.input("truth.nc")) as t, xr.open_dataset(ctx.input("obs.nc")) as o:
         truth, obs, dt = t["truth"].values, o["obs"].values, float(t.attrs["dt"])
     _check(cfg, truth.shape[1], truth.shape[2])
-    times = np.isfinite(obs).any(axis=(0, 2))
-    if not times[ev.burn_in :].any():
+    if not np.isfinite(obs[:, ev.burn_in :]).any():
         raise DataError("no observation after evaluate.burn_in: nothing to score at analysis times")
     # each method runs with the section of its type: evaluate.enkf for enkf and enks, and so on
     by_type: dict[Any, Section] = {
         type(v): v for v in (ev.enkf, ev.ienks, ev.threedvar, ev.fourdvar, cfg.fourdvarnet)
     }
     runs = [(m, by_type.get(da.METHODS[m].section)) for m in ev.methods]
-    twin = _twin(cfg, obs, truth, times, dt, ctx.input("model/fourdvarnet.pt"))
+    twin = _twin(cfg, truth, obs, dt, ctx.input("model/fourdvarnet.pt"))
     results, estimates, tuning = da.assess(twin, runs, ctx.log)
     metrics = {
         "task": "assimilation",

@@ -31,13 +31,11 @@ import xarray as xr
 from pydantic import Field, create_model, model_validator
 
 from geodl.config import Section
-from geodl.data import GriddedSource
 from geodl.methods.mapping import (
     METHODS,
     MappingData,
     PatchSection,
     check_methods,
-    member_sources,
     prepare_inputs,
     read_truth,
     score_reconstructions,
@@ -114,50 +112,33 @@ def build_schema() -> type[Section]:
 MappingConfig = build_schema()
 
 
-# ----- grids and sources -------------------------------------------------------------------
+# ----- the run's files ---------------------------------------------------------------------
 def _truth_path(ctx: StageContext) -> Path:
     cfg = ctx.cfg
     return Path(cfg.data.path) if cfg.data.path else ctx.input("truth.nc")
-
-
-def _source(ctx: StageContext) -> GriddedSource:
-    """Truth (target) and observations (obs role) as one validated source."""
-    var = ctx.cfg.data.variable
-    return GriddedSource(
-        _truth_path(ctx),
-        target=var,
-        obs=f"{var}_obs",
-        extra=ctx.input("obs.nc"),
-        land_mask=ctx.cfg.data.land_mask,
-    )
 
 
 def _prep(ctx: StageContext) -> dict[str, Any]:
     return json.loads(ctx.input("prepare.json").read_text())
 
 
-def _members(ctx: StageContext) -> tuple[GriddedSource, ...]:
-    """The extra training realisations (twin experiments with ``simulate.members > 1``)."""
-    cfg = ctx.cfg
-    if cfg.data.path is not None or cfg.simulate.members < 2:
-        return ()
-    paths = (ctx.input("members.nc"), ctx.input("obs_members.nc"))
-    return member_sources(*paths, cfg.data.variable)
+def _twin_members(cfg: Any) -> bool:
+    """Whether the run simulates extra training realisations (twin, ``simulate.members > 1``)."""
+    return cfg.data.path is None and cfg.simulate.members > 1
 
 
 def _data(ctx: StageContext) -> MappingData:
-    cfg, prep = ctx.cfg, _prep(ctx)
-    return MappingData(
-        source=_source(ctx),
-        splits={k: tuple(v) for k, v in prep["splits"].items()},
-        normalizer=prep["normalizer"],
+    cfg = ctx.cfg
+    twin = _twin_members(cfg)
+    members = (ctx.input("members.nc"), ctx.input("obs_members.nc")) if twin else None
+    return MappingData.from_prepare(
+        _prep(ctx),
+        _truth_path(ctx),
+        ctx.input("obs.nc"),
+        variable=cfg.data.variable,
         patch=cfg.patch,
-        noise_std=prep["noise_std"],
-        obs_std=prep["obs_std_train"],
-        obs_mean=prep["obs_mean_train"],
-        scales=prep.get("scales"),
-        periodic=bool(prep.get("periodic", False)),
-        extra=_members(ctx),
+        land_mask=cfg.data.land_mask,
+        members=members,
     )
 
 
@@ -179,7 +160,7 @@ def _prepare(ctx: StageContext) -> None:
     var = cfg.data.variable
     truth = read_truth(_truth_path(ctx), var, cfg.data.land_mask)
     members = None
-    if cfg.data.path is None and cfg.simulate.members > 1:
+    if _twin_members(cfg):
         with xr.open_dataset(ctx.input("members.nc")) as mds:
             members = mds[var].load()
     obs, obs_members, prep = prepare_inputs(
@@ -254,78 +235,70 @@ def _report(ctx: StageContext) -> None:
     write_mapping_report(ctx)
 
 
+def _external(c: Any) -> list[Path]:
+    paths = [Path(c.data.path)] if c.data.path else []
+    return paths + ([Path(c.obs.path)] if c.obs.kind == "file" and c.obs.path else [])
+
+
 def _stages(cfg: Any) -> tuple[Stage, ...]:
-    stages: list[Stage] = []
-    base: tuple[str, ...] = ()
-    inputs = ("data", "obs", "split", "patch")
-    if cfg.data.path is None:
-        outputs = ("truth.nc", "members.nc") if cfg.simulate.members > 1 else ("truth.nc",)
-        stages.append(Stage("simulate", _simulate, sections=("simulate",), outputs=outputs))
-        base = ("simulate",)
-
-    def external_obs(c: Any) -> list[Path]:
-        paths = [Path(c.data.path)] if c.data.path else []
-        return paths + ([Path(c.obs.path)] if c.obs.kind == "file" and c.obs.path else [])
-
-    members = cfg.data.path is None and cfg.simulate.members > 1
-    stages.append(
+    twin, members = cfg.data.path is None, _twin_members(cfg)
+    base = ("simulate",) if twin else ()
+    simulated = ("truth.nc", *(("members.nc",) if members else ()))
+    prep = (*base, "prepare")
+    sections = {m: getattr(cfg, m) for m in cfg.methods}
+    deps = {m: METHODS[m].depends(sections[m], sections) for m in cfg.methods}
+    seed = {m: ("experiment.seed",) if METHODS[m].learned else () for m in cfg.methods}
+    trained = tuple(f"train_{m}" for m in cfg.methods)
+    predicted = tuple(f"predict_{m}" for m in cfg.methods)
+    return (
+        *(
+            (Stage("simulate", _simulate, sections=("simulate",), outputs=simulated),)
+            if twin
+            else ()
+        ),
         Stage(
             "prepare",
             _prepare,
-            sections=inputs,
+            sections=("data", "obs", "split", "patch"),
             needs=base,
             outputs=("obs.nc", "prepare.json", *(("obs_members.nc",) if members else ())),
-            external_inputs=external_obs,
-        )
-    )
-    prep_needs = (*base, "prepare")
-    sections = {m: getattr(cfg, m) for m in cfg.methods}
-    for method in cfg.methods:
-        deps = METHODS[method].depends(sections[method], sections)
-        stages.append(
+            external_inputs=_external,
+        ),
+        *(
             Stage(
-                f"train_{method}",
-                _train_stage(method),
-                sections=(
-                    method,
-                    *deps,
-                    *(("experiment.seed",) if METHODS[method].learned else ()),
-                ),
-                needs=(*prep_needs, *(f"train_{d}" for d in deps)),
-                outputs=(_artifact(method),),
+                f"train_{m}",
+                _train_stage(m),
+                sections=(m, *deps[m], *seed[m]),
+                needs=(*prep, *(f"train_{d}" for d in deps[m])),
+                outputs=(_artifact(m),),
             )
-        )
-    for method in cfg.methods:
-        stages.append(
+            for m in cfg.methods
+        ),
+        *(
             Stage(
-                f"predict_{method}",
-                _predict_stage(method),
+                f"predict_{m}",
+                _predict_stage(m),
                 sections=(),
-                needs=(*prep_needs, f"train_{method}"),
-                outputs=(f"predictions/{method}.nc",),
+                needs=(*prep, f"train_{m}"),
+                outputs=(f"predictions/{m}.nc",),
             )
-        )
-    predicted = tuple(f"predict_{m}" for m in cfg.methods)
-    trained = tuple(f"train_{m}" for m in cfg.methods)
-    stages.append(
+            for m in cfg.methods
+        ),
         Stage(
             "evaluate",
             _evaluate,
             sections=("methods",),
-            needs=(*prep_needs, *trained, *predicted),
+            needs=(*prep, *trained, *predicted),
             outputs=("metrics.json",),
-        )
-    )
-    stages.append(
+        ),
         Stage(
             "report",
             _report,
             sections=("report",),
-            needs=(*prep_needs, *trained, *predicted, "evaluate"),
+            needs=(*prep, *trained, *predicted, "evaluate"),
             outputs=("report",),
-        )
+        ),
     )
-    return tuple(stages)
 
 
 def experiment() -> Experiment:

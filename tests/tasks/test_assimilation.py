@@ -380,7 +380,7 @@ def test_the_scored_truth_shares_no_state_with_what_the_methods_learn_or_tune_on
         obs_std=o.noise_std,
     )
     seen = {name: states for name, (states, _) in sets.items()}
-    twin = _twin(cfg, obs, truth, np.isfinite(obs).any(axis=(0, 2)), s.dt, None)
+    twin = _twin(cfg, truth, obs, s.dt, None)
     seen["tuning"] = twin.tuning.truth
     th = cfg.evaluate.threedvar
     seen["threedvar climatology"] = simulate_lorenz_states(s, th.clim_steps, th.clim_seed)
