@@ -236,6 +236,7 @@ def fit(
             ckpt_dir=root / "checkpoints",
             log_dir=root / "logs",
             key="api",
+            dt=dt,
         )
     net.eval().requires_grad_(False)  # a fitted model: gradients flow through states only
     out = DynamicsModel(net, np.asarray(meta["mean"]), np.asarray(meta["std"]), dt, m)

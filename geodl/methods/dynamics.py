@@ -41,6 +41,7 @@ from geodl.config import Section
 from geodl.data import open_dataset
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.integrate import rollout, rollout_until_exit, trajectory_windows
+from geodl.losses import ode_residual
 from geodl.metrics import (
     denoise_scores,
     forecast_rmse,
@@ -48,8 +49,13 @@ from geodl.metrics import (
     leave_step,
     near_fraction,
 )
-from geodl.models import BilinearResNet, NeuralODE, build_model
-from geodl.sim import lorenz_vector_field, lyapunov_exponents, simulate_lorenz
+from geodl.models import MLP, BilinearResNet, KnownPlusLearned, NeuralODE, build_model
+from geodl.sim import (
+    lorenz_linear_terms,
+    lorenz_vector_field,
+    lyapunov_exponents,
+    simulate_lorenz,
+)
 from geodl.training import TaskModule, TrainSection, fit, torch_threads
 from geodl.training.checkpoints import load_checkpoint, save_model
 
@@ -60,6 +66,7 @@ __all__ = [
     "build_dynamics_model",
     "denoise_scores",
     "histogram_distance",
+    "known_terms",
     "leave_step",
     "method_name",
     "near_fraction",
@@ -76,6 +83,7 @@ __all__ = [
     "train_dynamics",
     "trajectory_array",
     "trajectory_windows",
+    "training_loss",
     "vector_field",
 ]
 
@@ -106,6 +114,18 @@ class ModelSection(Section):
     )
     state_weight: float = Field(
         0.1, gt=0, description="weight of the data misfit |states - data|^2 (estimate_states)"
+    )
+    physics: Literal["none", "lorenz63", "lorenz96"] = Field(
+        "none",
+        description="neural_ode: the linear terms of this system are known (a fixed part of the "
+        "vector field); the network learns the rest",
+    )
+    physics_forcing: float = Field(8.0, description="lorenz96's forcing F of the known terms")
+    residual_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the physics residual |dx/dt - f(x)|^2 (central differences of the "
+        "training windows, geodl.losses.ode_residual) beside the rollout loss",
     )
 
 
@@ -217,6 +237,16 @@ def check_setup(
         raise ConfigError(
             "model.estimate_states needs model.lbfgs_iter > 0 (the states are fitted by L-BFGS)"
         )
+    if m is not None and m.physics != "none" and m.kind != "neural_ode":
+        raise ConfigError(
+            f"model.physics: {m.physics} needs model.kind: neural_ode (a known part plus a "
+            f"learned field); {m.kind} has no separate vector field to add it to"
+        )
+    if m is not None and m.residual_weight > 0 and m.rollout < 2:
+        raise ConfigError(
+            "model.residual_weight > 0 needs model.rollout >= 2 (central differences need three "
+            "states per window)"
+        )
     if n_time is None:
         return
     if m is not None and m.rollout >= n_time:
@@ -326,6 +356,9 @@ def build_dynamics_model(m: ModelSection, dim: int) -> nn.Module:
     model: nn.Module
     if m.kind == "bilinear_resnet":
         model = BilinearResNet(dim, n_bilinear=m.n_bilinear, dt=1.0)
+    elif m.physics != "none":  # the known part is set by train_dynamics (see known_terms)
+        field = KnownPlusLearned(MLP(dim, dim, hidden=tuple(m.hidden), act=m.act), dim)
+        model = build_model("neural_ode", vector_field=field, method=m.method, step_size=1.0)
     else:
         model = build_model(
             "neural_ode", dim=dim, hidden=tuple(m.hidden), act=m.act, method=m.method, step_size=1.0
@@ -348,10 +381,42 @@ def step_function(model: nn.Module) -> Step:
     return model
 
 
+def known_terms(
+    m: ModelSection, mean: np.ndarray, std: np.ndarray, dt: float
+) -> tuple[Tensor, Tensor]:
+    """The known linear terms of ``m.physics`` (:func:`geodl.sim.lorenz_linear_terms`) in the
+    model's coordinates: ``z = (x - mean) / std`` and time in data steps ``dt``, so
+    ``dz/dtau = M z + c`` with ``M = dt S^-1 A S`` and ``c = dt S^-1 (A mean + b)``.
+
+    Examples
+    --------
+    >>> M, c = known_terms(ModelSection(kind="neural_ode", physics="lorenz96"),
+    ...                    np.zeros(4), np.full(4, 2.0), 0.05)
+    >>> M.diagonal().tolist(), c.tolist()
+    ([-0.05, -0.05, -0.05, -0.05], [0.2, 0.2, 0.2, 0.2])
+    """
+    a, b = lorenz_linear_terms(m.physics, len(mean), forcing=m.physics_forcing)
+    mu, s = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+    matrix = dt * a * s[None, :] / s[:, None]
+    offset = dt * (a @ mu + b) / s
+    return matrix, offset
+
+
 def vector_field(model: nn.Module) -> Step:
     """The learned vector field ``f(z)`` ``(B, D) -> (B, D)``, per data step, of either kind of
     model (a module for neural ODEs, a method for the bilinear net)."""
     return cast(Step, model.vector_field)
+
+
+def training_loss(model: nn.Module, x: Tensor, m: ModelSection) -> Tensor:
+    """The fit of :func:`train_dynamics` on windows ``x`` ``(B, K+1, D)``: :func:`rollout_loss`
+    plus ``m.residual_weight`` times the physics residual of the model's vector field on the
+    windows (:func:`geodl.losses.ode_residual`, central differences, one data step)."""
+    loss = rollout_loss(model, x)
+    if m.residual_weight > 0:
+        res = ode_residual(x, vector_field(model), dt=1.0, scheme="central")
+        loss = loss + m.residual_weight * res
+    return loss
 
 
 def rollout_loss(model: nn.Module, x: Tensor) -> Tensor:
@@ -407,12 +472,12 @@ def _polish(model: nn.Module, data: Tensor, m: ModelSection) -> tuple[nn.Module,
     y = data.double()
     if not m.estimate_states:
         x = trajectory_windows(y, m.rollout, m.stride)
-        _lbfgs(list(model.parameters()), lambda: rollout_loss(model, x), m.lbfgs_iter)
+        _lbfgs(list(model.parameters()), lambda: training_loss(model, x, m), m.lbfgs_iter)
         return model, None
     states = torch.nn.Parameter(y.clone())
 
     def loss() -> Tensor:
-        fit = rollout_loss(model, trajectory_windows(states, m.rollout, 1))
+        fit = training_loss(model, trajectory_windows(states, m.rollout, 1), m)
         return fit + m.state_weight * (states - y).pow(2).mean()
 
     _lbfgs([*model.parameters(), states], loss, m.lbfgs_iter)
@@ -428,6 +493,7 @@ def train_dynamics(
     ckpt_dir: Path,
     log_dir: Path,
     key: str,
+    dt: float | None = None,
 ) -> tuple[nn.Module, dict[str, Any], np.ndarray | None]:
     """Train a model of the dynamics on trajectories ``(B, T, D)`` (one row per time step).
 
@@ -440,6 +506,7 @@ def train_dynamics(
     train, val : training and validation trajectories ``(B, T, D)``.
     m, tr : the model and the training settings.
     ckpt_dir, log_dir, key : of :func:`geodl.training.fit` (``key`` identifies a resumable run).
+    dt : the data's time step (needed with ``m.physics``: the known terms are in physical time).
 
     Returns
     -------
@@ -460,10 +527,14 @@ def train_dynamics(
     dim = train.shape[-1]
     torch.manual_seed(tr.seed)
     model = build_dynamics_model(m, dim)
+    if m.physics != "none":
+        if dt is None:
+            raise UserInputError("train_dynamics: model.physics needs dt= (the data's time step)")
+        model.vector_field.set_known(*known_terms(m, mean, std, dt))
 
     def loss_fn(net: nn.Module, batch: Any) -> dict[str, Tensor]:
         (x,) = batch  # (B, K+1, D)
-        return {"loss": rollout_loss(net, x)}
+        return {"loss": training_loss(net, x, m)}
 
     config = {"model": m.model_dump(mode="json"), "train": tr.model_dump(mode="json")}
     module = TaskModule(model, loss_fn, tr, metadata={"config": config})

@@ -24,7 +24,7 @@ from geodl.models.discriminator import PatchDiscriminator
 from geodl.models.emulators import CNNEmulator, LatentODE
 from geodl.models.fourdvarnet import BilinearAEPrior, FourDVarNet
 from geodl.models.mlp import MLP
-from geodl.models.neural_ode import NeuralODE, rk4_odeint
+from geodl.models.neural_ode import KnownPlusLearned, NeuralODE, rk4_odeint
 from geodl.models.outputs import MappingOutput
 from geodl.models.registry import MODELS, build_model
 from geodl.models.unet import UNet
@@ -41,6 +41,7 @@ __all__ = [
     "FourDVarNet",
     "LatentODE",
     "MappingOutput",
+    "KnownPlusLearned",
     "NeuralODE",
     "PatchDiscriminator",
     "UNet",

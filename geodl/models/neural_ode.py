@@ -12,7 +12,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from geodl.errors import UserInputError
 from geodl.integrate import rk4_step
 
-__all__ = ["METHODS", "NeuralODE", "rk4_odeint"]
+__all__ = ["METHODS", "KnownPlusLearned", "NeuralODE", "rk4_odeint"]
 
 #: "rk4" is geodl's own fixed-step RK4; every other name is a torchdiffeq solver.
 # torchdiffeq 0.2 solver names, listed here rather than read from its private _impl.
@@ -165,3 +165,39 @@ class NeuralODE(nn.Module):
             self.func, x0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options
         )
         return out.movedim(0, 1)  # (T, B, ...) -> (B, T, ...)
+
+
+class KnownPlusLearned(nn.Module):
+    """Hybrid vector field ``f(x) = M x + c + g(x)``: a known affine part (fixed buffers ``M``
+    ``(D, D)`` and ``c`` ``(D,)``, e.g. the linear terms of the true equations) plus a learned
+    field ``g`` for the rest (the nonlinear terms). The buffers travel with the ``state_dict``;
+    set them with :meth:`set_known`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> f = KnownPlusLearned(nn.Linear(2, 2, bias=False), 2)
+    >>> _ = torch.nn.init.zeros_(f.learned.weight)
+    >>> f.set_known(-torch.eye(2), torch.ones(2))
+    >>> f(torch.tensor([[3.0, 1.0]])).tolist()
+    [[-2.0, 0.0]]
+    """
+
+    def __init__(self, learned: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.learned = learned
+        self.register_buffer("known_matrix", torch.zeros(dim, dim))
+        self.register_buffer("known_offset", torch.zeros(dim))
+
+    def set_known(self, matrix: Tensor, offset: Tensor) -> None:
+        """Set ``M`` and ``c`` (no gradient flows into them)."""
+        with torch.no_grad():
+            self.known_matrix.copy_(torch.as_tensor(matrix))
+            self.known_offset.copy_(torch.as_tensor(offset))
+
+    def known(self, x: Tensor) -> Tensor:
+        """The known part ``M x + c``."""
+        return x @ self.known_matrix.T + self.known_offset
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.known(x) + self.learned(x)

@@ -23,6 +23,7 @@ __all__ = [
     "lorenz63_rhs",
     "lorenz96_jvp",
     "lorenz96_rhs",
+    "lorenz_linear_terms",
     "lorenz_tangent_field",
     "lorenz_vector_field",
     "rk4_step",
@@ -43,6 +44,38 @@ def lorenz63_rhs(
 def lorenz96_rhs(x: Tensor, forcing: float = 8.0) -> Tensor:
     """Lorenz (1996) vector field for ``x`` of shape ``(..., n)``, cyclic in the last axis."""
     return (torch.roll(x, -1, -1) - torch.roll(x, 2, -1)) * torch.roll(x, 1, -1) - x + forcing
+
+
+def lorenz_linear_terms(
+    system: str,
+    dim: int,
+    *,
+    forcing: float = 8.0,
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+) -> tuple[Tensor, Tensor]:
+    """The affine part ``A x + b`` of a Lorenz vector field (``f = A x + b + quadratic``).
+
+    Lorenz-63: ``A = [[-sigma, sigma, 0], [rho, -1, 0], [0, 0, -beta]]``, ``b = 0`` (the
+    quadratic terms are ``-x z`` and ``x y``); Lorenz-96: ``A = -I``, ``b = F`` (the advection
+    term is quadratic).
+
+    Examples
+    --------
+    >>> A, b = lorenz_linear_terms("lorenz63", 3)
+    >>> A.tolist()[0], b.tolist()
+    ([-10.0, 10.0, 0.0], [0.0, 0.0, 0.0])
+    """
+    if system == "lorenz63":
+        if dim != 3:
+            raise UserInputError(f"lorenz63 has 3 components, got {dim}")
+        a = [[-sigma, sigma, 0.0], [rho, -1.0, 0.0], [0.0, 0.0, -beta]]
+        return torch.tensor(a, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    if system == "lorenz96":
+        eye = torch.eye(dim, dtype=torch.float64)
+        return -eye, torch.full((dim,), float(forcing), dtype=torch.float64)
+    raise UserInputError(f"unknown system '{system}'; choose lorenz63 or lorenz96")
 
 
 def lorenz63_jvp(
