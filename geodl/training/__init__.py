@@ -1,5 +1,6 @@
 """Training: Lightning task adapters, the trainer factory, resumable fit, checkpoints."""
 
+from geodl.training.adversarial import AdversarialTaskModule, r1_penalty
 from geodl.training.checkpoints import (
     CheckpointMismatch,
     average_state_dicts,
@@ -11,6 +12,7 @@ from geodl.training.spec import PhaseSection, TrainSection
 from geodl.training.trainer import FitResult, build_trainer, fit, fit_phases, torch_threads
 
 __all__ = [
+    "AdversarialTaskModule",
     "CheckpointMismatch",
     "FitResult",
     "LossFn",
@@ -25,4 +27,5 @@ __all__ = [
     "torch_threads",
     "load_checkpoint",
     "load_model_weights",
+    "r1_penalty",
 ]

@@ -76,8 +76,12 @@ def build_trainer(
     max_epochs: int | None = None,
     monitor: str = "val/loss",
     csv_version: str = "",
+    manual: bool = False,
 ) -> pl.Trainer:
-    """A Lightning ``Trainer`` configured from ``spec`` (devices, precision, clipping, callbacks)."""
+    """A Lightning ``Trainer`` configured from ``spec`` (devices, precision, clipping, callbacks).
+
+    ``manual``: the module optimises by hand (adversarial training) and clips its own gradients;
+    Lightning then takes no clipping value and no accumulation."""
     check_hardware(spec)
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(
@@ -119,8 +123,8 @@ def build_trainer(
         max_epochs=max_epochs if max_epochs is not None else spec.max_epochs,
         max_steps=spec.max_steps,
         max_time=spec.max_time,
-        gradient_clip_val=spec.grad_clip,
-        accumulate_grad_batches=spec.accumulate,
+        gradient_clip_val=None if manual else spec.grad_clip,
+        accumulate_grad_batches=1 if manual else spec.accumulate,
         deterministic=spec.deterministic,
         callbacks=callbacks,
         logger=loggers,
@@ -227,6 +231,7 @@ def fit(
         max_epochs=max_epochs,
         monitor=monitor,
         csv_version=csv_version,
+        manual=not module.automatic_optimization,
     )
     if spec.compile:
         module.model = torch.compile(module.model)  # type: ignore[assignment]
