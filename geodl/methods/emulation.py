@@ -45,9 +45,10 @@ from geodl.metrics import spectrum_log10_error as _log_error
 from geodl.models import CNNEmulator, LatentODE
 from geodl.sim import QGModel
 from geodl.training import (
-    TaskModule,
+    AdversarialSection,
     TrainSection,
     fit,
+    generator_module,
     load_checkpoint,
     load_model_weights,
     torch_threads,
@@ -102,6 +103,10 @@ class CNNSection(Section):
     stride: int = Field(1, gt=0, description="between training windows")
     input_noise: float = Field(
         0.0, ge=0, description="std of noise added to each training window's start (normalised)"
+    )
+    adversarial: AdversarialSection = Field(
+        AdversarialSection(),
+        description="a patch discriminator judges the rollout's states against the truth's",
     )
     train: TrainSection = TrainSection(max_epochs=20, batch_size=16, lr=1e-3, progress_bar=False)
 
@@ -380,6 +385,12 @@ def check_emulator(
             )
     if isinstance(section, LatentODESection):
         _check_depth(section.depth, nx)
+    adv = getattr(section, "adversarial", None)
+    if adv is not None and adv.enabled and nx % 2**adv.n_layers:
+        raise ConfigError(
+            f"{method}.adversarial.n_layers={adv.n_layers}: the discriminator halves the grid "
+            f"{adv.n_layers} times, which nx={nx} does not allow; lower n_layers"
+        )
 
 
 def build_emulator(method: str, section: EmulatorSection, channels: int, nx: int) -> nn.Module:
@@ -502,16 +513,35 @@ def train_emulator(
     torch.manual_seed(section.train.seed)
     model = build_emulator(method, section, train.shape[1], train.shape[-1])
 
-    def loss_fn(net: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        (x,) = batch  # (B, K+1, C, H, W)
+    def noisy(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         noise = getattr(section, "input_noise", 0.0)
         if noise and net.training:
             # Why: a rollout feeds the map its own imperfect states; noisy starts teach it to
             # pull such states back rather than amplify them (long-rollout stability).
             x = torch.cat((x[:, :1] + noise * torch.randn_like(x[:, :1]), x[:, 1:]), 1)
-        return {"loss": rollout_loss(net, method, x, residual)}
+        return x
 
-    module = TaskModule(model, loss_fn, section.train)
+    def loss_fn(net: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        (x,) = batch  # (B, K+1, C, H, W)
+        return {"loss": rollout_loss(net, method, noisy(net, x), residual)}
+
+    def fields(net: nn.Module, batch: Any) -> tuple[dict[str, torch.Tensor], Any, Any]:
+        """The rollout loss, and the K rolled-out states against the truth's (the
+        discriminator judges them with time as channels: their temporal evolution too)."""
+        x = noisy(net, batch[0])
+        pred = forecast_fn(net, method, residual)(x[:, 0], x.shape[1] - 1)
+        return {"loss": (pred[:, 1:] - x[:, 1:]).pow(2).mean()}, x[:, 1:], pred[:, 1:]
+
+    adversarial = getattr(section, "adversarial", AdversarialSection())
+    module = generator_module(
+        model,
+        loss_fn,
+        fields,
+        section.train,
+        adversarial,
+        channels=train.shape[1],
+        n_times=k,
+    )
     with torch_threads(threads):
         result = fit(
             module,

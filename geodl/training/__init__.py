@@ -1,6 +1,11 @@
 """Training: Lightning task adapters, the trainer factory, resumable fit, checkpoints."""
 
-from geodl.training.adversarial import AdversarialTaskModule, r1_penalty
+from geodl.training.adversarial import (
+    AdversarialSection,
+    AdversarialTaskModule,
+    generator_module,
+    r1_penalty,
+)
 from geodl.training.checkpoints import (
     CheckpointMismatch,
     average_state_dicts,
@@ -12,6 +17,7 @@ from geodl.training.spec import PhaseSection, TrainSection
 from geodl.training.trainer import FitResult, build_trainer, fit, fit_phases, torch_threads
 
 __all__ = [
+    "AdversarialSection",
     "AdversarialTaskModule",
     "CheckpointMismatch",
     "FitResult",
@@ -24,6 +30,7 @@ __all__ = [
     "build_trainer",
     "fit",
     "fit_phases",
+    "generator_module",
     "torch_threads",
     "load_checkpoint",
     "load_model_weights",

@@ -18,16 +18,44 @@ of :func:`geodl.losses.adversarial_generator_loss`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from geodl.config import Section
 from geodl.losses import adversarial_discriminator_loss, adversarial_generator_loss
-from geodl.training.module import TaskModule, TrainingDiverged
+from geodl.training.module import LossFn, TaskModule, TrainingDiverged
 from geodl.training.spec import TrainSection
 
-__all__ = ["AdversarialTaskModule", "FieldsFn", "r1_penalty"]
+__all__ = [
+    "AdversarialSection",
+    "AdversarialTaskModule",
+    "FieldsFn",
+    "generator_module",
+    "r1_penalty",
+]
+
+
+class AdversarialSection(Section):
+    """Adversarial refinement of a learned model (the ``adversarial`` section of a method):
+    a patch discriminator (:class:`~geodl.models.PatchDiscriminator`) judges the model's output
+    against the truth, and ``weight`` times its generator loss joins the model's own loss.
+    ``weight: 0`` (the default) trains without it."""
+
+    weight: float = Field(0.0, ge=0, description="weight of the adversarial term (0: off)")
+    kind: Literal["non_saturating", "hinge"] = "non_saturating"
+    width: int = Field(32, gt=0, description="discriminator channels of the first layer")
+    n_layers: int = Field(3, gt=0, description="discriminator halvings of the grid")
+    spectral_norm: bool = Field(True, description="spectral normalisation of its layers")
+    r1_weight: float = Field(0.0, ge=0, description="R1 gradient penalty on real samples")
+    lr: float | None = Field(None, gt=0, description="its learning rate (null: train.lr)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
 
 #: ``fields(model, batch) -> (terms, real, fake)``: the generator's named loss terms (``"loss"``
 #: among them) and the real and generated samples the discriminator judges (same shape).
@@ -146,3 +174,44 @@ class AdversarialTaskModule(TaskModule):
         d_params = [p for p in self.discriminator.parameters() if p.requires_grad]
         d_opt = torch.optim.Adam(d_params, lr=self.d_lr, betas=(0.5, 0.9))
         return [base["optimizer"], d_opt], [base["lr_scheduler"]]
+
+
+def generator_module(
+    model: nn.Module,
+    loss_fn: LossFn,
+    fields: FieldsFn | None,
+    spec: TrainSection,
+    adversarial: AdversarialSection,
+    *,
+    channels: int,
+    n_times: int,
+    **kwargs: Any,
+) -> TaskModule:
+    """The Lightning adapter of a learned method: a plain :class:`TaskModule` on ``loss_fn``, or,
+    with ``adversarial.weight > 0``, an :class:`AdversarialTaskModule` on ``fields`` with a
+    :class:`~geodl.models.PatchDiscriminator` of ``channels`` x ``n_times`` input channels.
+    ``kwargs`` (``describe_batch``, ``metadata``) go to the module."""
+    if not adversarial.enabled:
+        return TaskModule(model, loss_fn, spec, **kwargs)
+    if fields is None:
+        raise ValueError("adversarial training needs fields(model, batch) -> (terms, real, fake)")
+    from geodl.models import PatchDiscriminator
+
+    disc = PatchDiscriminator(
+        channels,
+        n_times,
+        width=adversarial.width,
+        n_layers=adversarial.n_layers,
+        spectral_norm=adversarial.spectral_norm,
+    )
+    return AdversarialTaskModule(
+        model,
+        fields,
+        spec,
+        discriminator=disc,
+        weight=adversarial.weight,
+        kind=adversarial.kind,
+        d_lr=adversarial.lr,
+        r1_weight=adversarial.r1_weight,
+        **kwargs,
+    )

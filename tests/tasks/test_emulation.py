@@ -225,6 +225,10 @@ def test_persistence_rmse_and_first_bad_step():
         ("methods=[cnn, unet]", "key 'methods.1'"),
         ("methods=[cnn, cnn]", "lists a method twice"),
         ("cnn.widht=8", "unknown key 'widht' in cnn"),
+        (
+            "cnn.adversarial={weight: 0.1, n_layers: 6}",
+            "cnn.adversarial.n_layers=6: the discriminator halves the grid 6 times",
+        ),
     ],
 )
 def test_config_errors_are_one_line_exit_2(tmp_path, capsys, override, match):
@@ -233,3 +237,33 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys, override, match):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not (tmp_path / "r" / "trajectories.nc").exists()  # refused before simulating
+
+
+def test_adversarial_cnn_emulator_trains_beside_a_discriminator(tmp_path):
+    """With ``cnn.adversarial.weight > 0`` the CNN trains against a patch discriminator of its
+    rolled-out states (time as channels): both losses are logged, the emulator differs from the
+    one trained without, and its file loads as any emulator's."""
+    import csv
+
+    from geodl.methods.emulation import CNNSection, train_emulator
+
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.standard_normal((30, 2, 16, 16)), axis=0).astype(np.float32) * 0.1
+    mean, std = x.mean(axis=(0, 2, 3), keepdims=True)[0], x.std(axis=(0, 2, 3), keepdims=True)[0]
+    base = {"width": 8, "n_layers": 2, "rollout": 2, "train": {"max_epochs": 2, "batch_size": 4}}
+    nets = {}
+    for weight in (0.0, 0.5):
+        section = CNNSection.model_validate(
+            {**base, "adversarial": {"weight": weight, "width": 8, "n_layers": 2, "r1_weight": 1}}
+        )
+        nets[weight], summary = train_emulator(
+            "cnn", section, x[:20], x[20:], mean, std, threads=1,
+            ckpt_dir=tmp_path / f"c{weight}", log_dir=tmp_path / f"l{weight}", key="k",
+        )  # fmt: skip
+        assert summary["best_val_loss"] is not None and math.isfinite(summary["best_val_loss"])
+    with open(tmp_path / "l0.5" / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert "train/adv_d_epoch" in header and "train/adv_g_epoch" in header
+    a, b = (dict(n.state_dict()) for n in (nets[0.0], nets[0.5]))
+    assert a.keys() == b.keys()  # the generator alone: no discriminator weights in the model
+    assert any(not torch.equal(a[k], b[k]) for k in a)
