@@ -27,6 +27,8 @@ from geodl.integrate import rk4_step
 __all__ = [
     "LOSSES",
     "adversarial_discriminator_loss",
+    "check_terms",
+    "NEEDS",
     "adversarial_generator_loss",
     "gaussian_kl",
     "gaussian_nll",
@@ -463,21 +465,60 @@ def ode_residual(
     return mse(res, torch.zeros_like(res), mask=sel, weights=w)
 
 
-#: Registry name -> loss function.
+#: The loss terms by the names the configs use (``loss: {mse: 1.0, grad: 0.1, nll: 0.1}``).
+#: One registry for docs, configs and code: a method's loss builder reads its weights by these
+#: names, and refuses (at config validation) a term whose :data:`NEEDS` it cannot provide.
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "mse": mse,
     "mae": mae,
     "lp": lp,
     "huber": huber,
-    "gradient": gradient_loss,
-    "gaussian_nll": gaussian_nll,
-    "lowrank_gaussian_nll": lowrank_gaussian_nll,
-    "gaussian_kl": gaussian_kl,
+    "grad": gradient_loss,
+    "nll": gaussian_nll,
+    "lowrank_nll": lowrank_gaussian_nll,
+    "kl": gaussian_kl,
     "sliced_wasserstein": sliced_wasserstein,
-    "adversarial_generator": adversarial_generator_loss,
+    "adversarial": adversarial_generator_loss,
     "adversarial_discriminator": adversarial_discriminator_loss,
-    "ode_residual": ode_residual,
+    "physics": ode_residual,
 }
+
+#: What a model must provide, beside its output, for a term of :data:`LOSSES`.
+NEEDS: dict[str, str] = {
+    "nll": "a predicted variance (log_var)",
+    "lowrank_nll": "a predicted low-rank covariance factor",
+    "kl": "a latent distribution (mean, log_var)",
+    "adversarial": "a discriminator (the adversarial section)",
+    "adversarial_discriminator": "a discriminator (the adversarial section)",
+    "physics": "a vector field",
+}
+
+
+def check_terms(weights: dict[str, float], allowed: dict[str, str], who: str) -> None:
+    """One :class:`UserInputError` line for a loss-weight dict that ``who`` cannot train with:
+    an unknown name, a term of :data:`LOSSES` that it cannot provide (``allowed`` maps the names
+    it can to a short description), or no term at all.
+
+    Examples
+    --------
+    >>> check_terms({"mse": 1.0, "nll": 0.1}, {"mse": "", "grad": ""}, "unet")
+    Traceback (most recent call last):
+    ...
+    geodl.errors.UserInputError: unet: loss term 'nll' needs a predicted variance (log_var), which unet does not give; its terms: ['grad', 'mse']
+    """
+    if not weights:
+        raise UserInputError(f"{who}: loss has no term; choose from {sorted(allowed)}")
+    for name in weights:
+        if name in allowed:
+            continue
+        if name in LOSSES or name in NEEDS:
+            need = NEEDS.get(name)
+            what = f"needs {need}, which {who} does not give" if need else "is not one of its terms"
+            raise UserInputError(f"{who}: loss term '{name}' {what}; its terms: {sorted(allowed)}")
+        raise UserInputError(
+            f"{who}: unknown loss term '{name}'; {who}'s terms: {sorted(allowed)} (all: "
+            f"{sorted(LOSSES)})"
+        )
 
 
 def get_loss(name: str) -> Callable[..., Tensor]:
@@ -485,7 +526,7 @@ def get_loss(name: str) -> Callable[..., Tensor]:
 
     Examples
     --------
-    >>> get_loss("mse") is mse
+    >>> get_loss("grad") is gradient_loss
     True
     """
     if name not in LOSSES:

@@ -253,6 +253,23 @@ def test_ode_residual_errors():
 
 
 def test_registry():
-    assert L.get_loss("gaussian_nll") is L.gaussian_nll
+    assert L.get_loss("nll") is L.gaussian_nll and L.get_loss("grad") is L.gradient_loss
+    assert set(L.NEEDS) <= set(L.LOSSES)
     with pytest.raises(UserInputError, match=r"unknown loss 'l2'; expected one of \[.*'mse'.*\]"):
         L.get_loss("l2")
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ({}, "unet: loss has no term"),
+        ({"mse": 1.0, "nll": 0.1}, "loss term 'nll' needs a predicted variance"),
+        ({"mse": 1.0, "kl": 0.1}, "loss term 'kl' needs a latent distribution"),
+        ({"mse": 1.0, "lp": 0.1}, "loss term 'lp' is not one of its terms"),
+        ({"mse": 1.0, "l2": 0.1}, "unknown loss term 'l2'"),
+    ],
+)
+def test_check_terms_names_what_the_method_cannot_provide(weights, match):
+    with pytest.raises(UserInputError, match=match):
+        L.check_terms(weights, {"mse": "", "grad": ""}, "unet")
+    L.check_terms({"mse": 1.0, "grad": 0.1}, {"mse": "", "grad": ""}, "unet")
