@@ -235,6 +235,9 @@ def _identity(cfg: BaseModel) -> dict[str, str]:
 def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
     """Create ``run_dir``, check it is writable and belongs to this experiment, write config.yaml.
 
+    The directory must be new, empty, or a geodl run of the same experiment (its ``config.yaml``
+    names the same experiment and task): a folder of other files is refused, untouched.
+
     Why no override: ``--force`` re-runs stages; it never lets one experiment overwrite the config,
     outputs and metrics of another. Reusing such a directory takes an explicit deletion.
     """
@@ -250,6 +253,11 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
             "choose another with --out DIR"
         ) from None
     old_cfg = run_dir / "config.yaml"
+    if not old_cfg.exists() and any(run_dir.iterdir()):
+        raise RunDirError(
+            f"output directory '{run_dir}' holds files and is not a geodl run (no config.yaml); "
+            "geodl never writes among other files: choose a new or empty --out DIR"
+        )
     if old_cfg.exists():
         try:
             old = read_yaml(old_cfg).get("experiment", {})

@@ -121,3 +121,26 @@ def test_a_gpu_request_without_a_gpu_fails_before_any_stage(
     line = _err_line(capsys)
     assert f"{key}.accelerator is 'gpu' but no CUDA GPU" in line
     assert not out.exists()  # refused before the run directory was made
+
+
+def test_a_folder_of_user_files_is_refused_and_left_untouched(tmp_path, capsys):
+    """--out into a folder that is not a geodl run (no config.yaml) must not write into it."""
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "obs.nc").write_text("my observations")
+    (user / "metrics.json").write_text("{}")
+    before = {p.name: p.read_text() for p in user.iterdir()}
+    assert main(["run", "configs/l63_assimilation_quick.yaml", "--out", str(user)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds files and is not a geodl run" in err[0]
+    assert {p.name: p.read_text() for p in user.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "", "a\\\\b"])
+def test_an_experiment_name_that_is_a_path_is_refused(tmp_path, capsys, name):
+    out = tmp_path / "r"
+    args = ["run", "configs/l63_assimilation_quick.yaml", "--out", str(out)]
+    assert main([*args, "--set", f"experiment.name={name}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "experiment.name" in err[0], err
+    assert not out.exists()

@@ -9,9 +9,12 @@ same way.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import field_validator
 
 from geodl.config import Section, apply_overrides, read_yaml, validate
 from geodl.errors import ConfigError
@@ -39,6 +42,9 @@ TASK_MODULES: dict[str, str] = {
 }
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 class ExperimentSection(Section):
     """Identity of an experiment: its name (the default run directory is ``runs/NAME``) and task.
 
@@ -51,6 +57,17 @@ class ExperimentSection(Section):
     task: str
     seed: int = 0
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """The name becomes the folder ``runs/NAME``: no path in it (``../x``, ``a/b``)."""
+        if not _NAME.fullmatch(value) or set(value) == {"."}:
+            raise ValueError(
+                f"{value!r} is not a plain name: use letters, digits, '.', '_' and '-' (no path "
+                "separators, no '..'); it names the run directory runs/NAME"
+            )
+        return value
 
 
 def register(experiment: Experiment) -> Experiment:
