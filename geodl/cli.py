@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from geodl import __version__
 from geodl.errors import UserInputError
@@ -242,10 +244,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.setLevel(logging.DEBUG if debug else logging.WARNING)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(console)
+    previous = _on_sigterm()
     try:
         return _dispatch(args, debug)
     finally:
         logging.getLogger().removeHandler(console)  # main() may be called many times (tests)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_TERMINATED: list[bool] = []
+
+
+def _on_sigterm() -> Any:
+    """SIGTERM (how SLURM and other schedulers stop a job) ends the run like Ctrl-C does, with its
+    own message and exit code 143; returns the previous handler (None off the main thread)."""
+    _TERMINATED.clear()
+
+    def handler(signum: int, frame: Any) -> None:
+        _TERMINATED.append(True)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _dispatch(args: argparse.Namespace, debug: bool) -> int:
@@ -257,6 +280,9 @@ def _dispatch(args: argparse.Namespace, debug: bool) -> int:
         print(f"geodl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if _TERMINATED:
+            print("geodl: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         print("geodl: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that reports internal errors

@@ -406,8 +406,10 @@ def run_experiment(
     keys: dict[str, str] = {}
     ran: list[str] = []
     skipped: list[str] = []
+    current: str | None = None
     try:
         for stage in experiment.stages:
+            current = stage.name
             record = _read_record(run_dir, stage.name)
             if stage not in selected:
                 if record is not None:
@@ -445,9 +447,13 @@ def run_experiment(
         manifest["status"] = "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
+        manifest["error"] = {"stage": current, "reason": "interrupted"}
+        log.info("run interrupted in stage %s", current)  # the CLI prints the one line
         raise
-    except BaseException:
+    except BaseException as exc:
         manifest["status"] = "failed"
+        manifest["error"] = {"stage": current, "reason": f"{type(exc).__name__}: {exc}"}
+        log.info("stage %s failed: %s: %s", current, type(exc).__name__, exc)
         raise
     finally:
         manifest["finished"] = _now()

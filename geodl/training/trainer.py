@@ -252,7 +252,14 @@ def fit(
     )
     if resume is not None:
         log.info("resuming from %s", resume)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=resume, weights_only=True)
+    except SystemExit:
+        # Lightning answers Ctrl-C (and SIGTERM) by shutting down and calling exit(1): give the
+        # caller the interruption, not a silent exit code 1
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     best_cb = trainer.checkpoint_callback
     best = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
     score = best_cb.best_model_score if best_cb else None
