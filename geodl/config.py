@@ -42,9 +42,23 @@ __all__ = [
 ]
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 demands ``1.0e-3``)."""
+_BOOL, _TIMESTAMP = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"
 
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars where YAML 1.1 surprises: ``1e-3`` is a float (1.1 demands
+    ``1.0e-3``), only ``true``/``false`` are booleans (1.1 also reads ``no``, ``on``, ``y``...), and
+    dates stay text (an unquoted ``2010-01-01`` in a split is the date string the split expects,
+    not a ``datetime.date``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

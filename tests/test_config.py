@@ -132,3 +132,15 @@ def test_cross_section_mistakes_fail_at_config_validate(capsys, config, override
     assert main(["config", "validate", config, *sets]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].count(config) == 1, err
+
+
+def test_yaml_reads_dates_as_text_and_only_true_false_as_booleans(tmp_path):
+    """Unquoted dates in a split are the date strings splits expect (not datetime.date), and
+    YAML 1.1's 'no' / 'on' are not booleans: a bool field given one fails with one line."""
+    from geodl.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("split:\n  train: [2010-01-01, 2011-07-03]\nflags: [no, on, true, False]\n")
+    raw = read_yaml(path)
+    assert raw["split"]["train"] == ["2010-01-01", "2011-07-03"]
+    assert raw["flags"] == ["no", "on", True, False]
