@@ -22,6 +22,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,14 +222,25 @@ def _describe_error(err: dict[str, Any], schema: type[BaseModel]) -> str:
     return f"key '{path}': {msg}, got {shown} ({type(value).__name__})"
 
 
-def validate(raw: dict[str, Any], schema: type[M], source: str = "config") -> M:
-    """Validate plain data against ``schema``; errors become one-line :class:`ConfigError`."""
+def validate(
+    raw: dict[str, Any], schema: type[M], source: str = "config", overrides: Sequence[str] = ()
+) -> M:
+    """Validate plain data against ``schema``; errors become one-line :class:`ConfigError`.
+
+    An error at a key that one of ``overrides`` (``KEY=VALUE`` of ``--set``) set is blamed on
+    that ``--set``, not on the file ``source``."""
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe_error(errors[0], schema)
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        loc = ".".join(str(p) for p in errors[0].get("loc", ()))
+        for item in reversed(list(overrides)):  # the last --set of a key is the one in effect
+            key = item.partition("=")[0].strip()
+            if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
+                source = f"--set {item}"
+                break
         raise ConfigError(f"{source}: {first}{more}") from None
 
 

@@ -144,3 +144,12 @@ def test_yaml_reads_dates_as_text_and_only_true_false_as_booleans(tmp_path):
     raw = read_yaml(path)
     assert raw["split"]["train"] == ["2010-01-01", "2011-07-03"]
     assert raw["flags"] == ["no", "on", True, False]
+
+
+def test_a_bad_set_value_is_blamed_on_the_set_not_on_the_file(capsys):
+    from geodl.cli import main
+
+    argv = ["config", "validate", "configs/l63_assimilation_quick.yaml"]
+    assert main([*argv, "--set", "observe.every=-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geodl: error: --set observe.every=-3: key 'observe.every'"), err

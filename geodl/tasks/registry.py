@@ -110,7 +110,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, E
     experiment = get_task(section["task"], str(path))
     raw = apply_overrides(raw, list(overrides), experiment.schema)
     experiment = get_task(raw["experiment"].get("task"), str(path))
-    cfg = validate(raw, experiment.schema, str(path))
+    cfg = validate(raw, experiment.schema, str(path), overrides)
     try:  # a task's stage factory checks across sections (e.g. the emulation's split lengths)
         experiment.resolve(cfg)
     except ConfigError as exc:
