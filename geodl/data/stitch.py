@@ -342,18 +342,20 @@ class StitchWriter:
             da = self.source.template(n, slice(t0, t1))
             variables[n] = da.assign_attrs(self.attrs.get(n, {}))
         given = self.dataset_attrs
-        template = xr.Dataset(
-            variables, attrs=given if given is not None else self.source.dataset_attrs
-        )
+        attrs = dict(given if given is not None else self.source.dataset_attrs)
+        attrs["history"] = _history(attrs.get("history"))
+        template = xr.Dataset(variables, attrs=attrs)
         chunks = (1, *self.tile)
+        # CF: coordinates have no missing values, so no _FillValue (xarray adds NaN by default)
+        coords = {str(c): {"_FillValue": None} for c in template.coords}
         if self.path.suffix == ".zarr":
-            enc = {n: {"chunks": chunks} for n in self.names}
+            enc = {n: {"chunks": chunks} for n in self.names} | coords
             template.to_zarr(
                 self._tmp, compute=False, mode="w", encoding=enc, zarr_format=3, consolidated=False
             )
         else:
             enc = {n: {"chunksizes": chunks, "zlib": True, "complevel": 1} for n in self.names}
-            template.to_netcdf(self._tmp, encoding=enc, unlimited_dims=[tdim])
+            template.to_netcdf(self._tmp, encoding=enc | coords, unlimited_dims=[tdim])
 
     def set_tile(self, ys: slice, xs: slice) -> None:
         """Finish the current tile and accumulate the next one: output rows ``ys``, columns ``xs``.
@@ -445,6 +447,8 @@ class StitchWriter:
         """Write what is left and move the output into place."""
         if not self._closed:
             self._flush(self._start + self._acc.shape[0])
+            if self.path.suffix == ".zarr":  # one metadata read on open, no warning
+                _consolidate(self._tmp)
             self._closed = True
             self._ctx.__exit__(None, None, None)
         return self.path
@@ -458,6 +462,27 @@ class StitchWriter:
         elif not self._closed:
             self._closed = True
             self._ctx.__exit__(exc_type, exc, tb)
+
+
+def _history(previous: str | None) -> str:
+    """The CF ``history`` attribute: a dated line for this write after the input's history."""
+    from datetime import UTC, datetime
+
+    from geodl import __version__
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{now}: geodl {__version__}, reconstruction stitched from patch predictions"
+    return f"{previous}\n{line}" if previous else line
+
+
+def _consolidate(path: Path) -> None:
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # zarr v3 warns that consolidation is not in its spec yet
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
 
 
 def predict_to_file(

@@ -158,3 +158,39 @@ def test_predict_to_file_errors(tmp_path, src):
     with pytest.raises(DataError, match=r"tile=\(0, 5\); expected two positive sizes"):
         predict_to_file(tmp_path / "p.zarr", src, lambda b: b.target, SIZE, tile=(0, 5))
     assert not (tmp_path / "p.zarr").exists()
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_written_reconstructions_are_cf_clean(tmp_path, suffix):
+    """Coordinates carry no _FillValue, the file has a dated history line after the input's,
+    and a Zarr store opens with consolidated metadata and without a warning."""
+    import warnings
+
+    import zarr
+
+    from geodl.data import GriddedSource, predict_to_file
+    from geodl.testing import make_field
+
+    field = make_field(nt=6, ny=16, nx=24)
+    field.attrs["history"] = "made by a test"
+    src = GriddedSource(field, "ssh")
+    out = predict_to_file(
+        tmp_path / f"p{suffix}", src, lambda b: b.target, {"time": 3, "y": 8, "x": 8},
+        {"time": 1, "y": 4, "x": 4}, tile=(8, 8),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
+    history = ds.attrs["history"].splitlines()
+    assert history[0] == "made by a test" and "geodl" in history[1]
+    if suffix == ".zarr":
+        meta = zarr.open_group(str(out), mode="r").metadata.consolidated_metadata
+        assert meta is not None
+        for c in ds.coords:
+            assert "_FillValue" not in ds[c].encoding, c
+    else:
+        import netCDF4 as nc
+
+        with nc.Dataset(out) as f:
+            for c in ds.coords:
+                assert "_FillValue" not in f.variables[c].ncattrs(), c
