@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -245,12 +246,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(console)
     previous = _on_sigterm()
+    show = warnings.showwarning
+    if not debug:  # one line per warning, not the source line behind it
+        warnings.showwarning = _one_line_warning
     try:
         return _dispatch(args, debug)
     finally:
+        warnings.showwarning = show
         logging.getLogger().removeHandler(console)  # main() may be called many times (tests)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(message: Any, category: Any, filename: str, lineno: int, *a: Any) -> None:
+    print(f"geodl: warning: {message} ({category.__name__})", file=sys.stderr)
 
 
 _TERMINATED: list[bool] = []

@@ -144,3 +144,21 @@ def test_an_experiment_name_that_is_a_path_is_refused(tmp_path, capsys, name):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "experiment.name" in err[0], err
     assert not out.exists()
+
+
+def test_a_run_shows_no_lightning_deprecation_and_warnings_take_one_line(tmp_path, capsys):
+    import warnings
+
+    from geodl import cli
+
+    args = ["run", "configs/l63_dynamics_quick.yaml", "--out", str(tmp_path / "r")]
+    args += ["--set", "train.max_epochs=1", "--set", "model.lbfgs_iter=0"]
+    args += ["--set", "evaluate.lyapunov_steps=100", "--set", "evaluate.long_steps=200"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    assert not [w for w in seen if "LeafSpec" in str(w.message)]
+    cli._one_line_warning(UserWarning("grid too coarse"), UserWarning, "x.py", 3)
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == "geodl: warning: grid too coarse (UserWarning)"
+    )

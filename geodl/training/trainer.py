@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,7 +254,11 @@ def fit(
     if resume is not None:
         log.info("resuming from %s", resume)
     try:
-        trainer.fit(module, train_dl, val_dl, ckpt_path=resume, weights_only=True)
+        with warnings.catch_warnings():
+            # Lightning's own use of a torch API that torch deprecates, on every run: not the
+            # user's to act on
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+            trainer.fit(module, train_dl, val_dl, ckpt_path=resume, weights_only=True)
     except SystemExit:
         # Lightning answers Ctrl-C (and SIGTERM) by shutting down and calling exit(1): give the
         # caller the interruption, not a silent exit code 1
