@@ -494,10 +494,16 @@ NEEDS: dict[str, str] = {
 }
 
 
-def check_terms(weights: dict[str, float], allowed: dict[str, str], who: str) -> None:
+def check_terms(
+    weights: dict[str, float],
+    allowed: dict[str, str],
+    who: str,
+    needs: dict[str, str] | None = None,
+) -> None:
     """One :class:`UserInputError` line for a loss-weight dict that ``who`` cannot train with:
     an unknown name, a term of :data:`LOSSES` that it cannot provide (``allowed`` maps the names
-    it can to a short description), or no term at all.
+    it can to a short description), or no term at all. ``needs`` adds method-side terms (name ->
+    what they need) to :data:`NEEDS`.
 
     Examples
     --------
@@ -508,11 +514,12 @@ def check_terms(weights: dict[str, float], allowed: dict[str, str], who: str) ->
     """
     if not weights:
         raise UserInputError(f"{who}: loss has no term; choose from {sorted(allowed)}")
+    every = {**NEEDS, **(needs or {})}
     for name in weights:
         if name in allowed:
             continue
-        if name in LOSSES or name in NEEDS:
-            need = NEEDS.get(name)
+        if name in LOSSES or name in every:
+            need = every.get(name)
             what = f"needs {need}, which {who} does not give" if need else "is not one of its terms"
             raise UserInputError(f"{who}: loss term '{name}' {what}; its terms: {sorted(allowed)}")
         raise UserInputError(

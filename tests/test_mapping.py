@@ -261,7 +261,7 @@ def test_mask_swap_uses_other_windows_masks():
 
 
 def test_loss_config_errors():
-    with pytest.raises(ConfigError, match="choose from"):
+    with pytest.raises(ConfigError, match="unknown loss term .l7."):
         mapping_loss({"l7": 1.0})
 
     class NoVar(torch.nn.Module):
