@@ -218,13 +218,18 @@ def read_trajectory_file(path: str | Path, variable: str) -> tuple[np.ndarray, f
 
 
 def check_setup(
-    m: ModelSection | None, *, n_time: int | None, lead_steps: int | None = None
+    m: ModelSection | None,
+    *,
+    n_time: int | None,
+    lead_steps: int | None = None,
+    system: tuple[str, float] | None = None,
 ) -> None:
     """One :class:`ConfigError` line where model ``m`` or the evaluation cannot run on
     trajectories of ``n_time`` states (None: not known yet): a rollout or a forecast lead as long
     as the data, or state estimation without the L-BFGS that fits the states. The config validator
     calls it with the simulated trajectories' length, before any stage; training and scoring call
-    it again with the data's.
+    it again with the data's. ``system`` (name, forcing) of simulated data: known physics
+    (``m.physics``) must be that system's.
 
     Examples
     --------
@@ -241,6 +246,16 @@ def check_setup(
         raise ConfigError(
             f"model.physics: {m.physics} needs model.kind: neural_ode (a known part plus a "
             f"learned field); {m.kind} has no separate vector field to add it to"
+        )
+    if m is not None and system is not None and m.physics not in ("none", system[0]):
+        raise ConfigError(
+            f"model.physics: {m.physics} is not the simulated system ({system[0]}); set "
+            f"model.physics: {system[0]} or none"
+        )
+    lorenz96 = m is not None and system is not None and m.physics == "lorenz96"
+    if lorenz96 and m.physics_forcing != system[1]:  # type: ignore[union-attr, index]
+        raise ConfigError(
+            f"model.physics_forcing={m.physics_forcing} is not simulate.forcing={system[1]}"  # type: ignore[union-attr, index]
         )
     if m is not None and m.residual_weight > 0 and m.rollout < 2:
         raise ConfigError(

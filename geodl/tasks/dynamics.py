@@ -101,17 +101,8 @@ class DynamicsConfig(Section):
         """What the config alone shows fails here, before any stage (simulated trajectories have
         ``n_steps + 1`` states; a file's length is known when the stages read it)."""
         n_time = None if self.data.path else self.simulate.n_steps + 1
-        check_setup(self.model, n_time=n_time, lead_steps=self.evaluate.lead_steps)
-        m, sim = self.model, self.simulate
-        if self.data.path is None and m.physics not in ("none", sim.system):
-            raise ValueError(
-                f"model.physics: {m.physics} is not the simulated system ({sim.system}); set "
-                f"model.physics: {sim.system} or none"
-            )
-        if self.data.path is None and m.physics == "lorenz96" and m.physics_forcing != sim.forcing:
-            raise ValueError(
-                f"model.physics_forcing={m.physics_forcing} is not simulate.forcing={sim.forcing}"
-            )
+        sim = None if self.data.path else (self.simulate.system, self.simulate.forcing)
+        check_setup(self.model, n_time=n_time, lead_steps=self.evaluate.lead_steps, system=sim)
         return self
 
 
