@@ -48,9 +48,9 @@ def small_scale_ratio(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(ep[k:].sum() / et[k:].sum())
 
 
-def run(seed: int, variant: str, out: Path) -> dict:
+def run(seed: int, variant: str, out: Path, extra: list[str]) -> dict:
     sets = [f"experiment.seed={seed}", f"simulate.seed={seed}", f"obs.seed={seed}"]
-    sets += ["methods=[unet]", *VARIANTS[variant]]
+    sets += ["methods=[unet]", *VARIANTS[variant], *extra]
     cmd = [sys.executable, "-m", "geodl.cli", "run", CONFIG, "--out", str(out)]
     subprocess.run([*cmd, *(x for s in sets for x in ("--set", s))], check=True, cwd=ROOT)
     m = json.loads((out / "metrics.json").read_text())["methods"]["unet"]
@@ -70,11 +70,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/bench_loss_families")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", action="append", default=[], dest="extra", help="for every variant")
     args = ap.parse_args()
     rows: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
-            r = run(seed, v, Path(args.out) / f"seed{seed}")
+            r = run(seed, v, Path(args.out) / f"seed{seed}", args.extra)
             rows[v].append(r)
             print(json.dumps({"seed": seed, "variant": v, **r}), flush=True)
     keys = ("rmse", "mu", "lambda_x", "small_scale_ratio")
