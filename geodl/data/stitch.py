@@ -466,12 +466,12 @@ class StitchWriter:
 
 def _history(previous: str | None) -> str:
     """The CF ``history`` attribute: a dated line for this write after the input's history."""
+    import importlib.metadata
     from datetime import UTC, datetime
 
-    from geodl import __version__
-
+    version = importlib.metadata.version("geodl")  # the low layer does not import the package top
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    line = f"{now}: geodl {__version__}, reconstruction stitched from patch predictions"
+    line = f"{now}: geodl {version}, reconstruction stitched from patch predictions"
     return f"{previous}\n{line}" if previous else line
 
 
