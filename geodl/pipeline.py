@@ -378,6 +378,9 @@ def run_experiment(
     from geodl.training.spec import check_config_hardware  # imports Lightning: only when running
 
     check_config_hardware(cfg)  # a GPU request this machine cannot serve fails before any stage
+    from geodl.training.threads import restore_threads, set_threads
+
+    threads = set_threads(getattr(getattr(cfg, "experiment", None), "threads", None))
     prepare_run_dir(run_dir, cfg)
     handler = _add_file_log(run_dir)
 
@@ -399,7 +402,10 @@ def run_experiment(
         "finished": None,
         "status": "running",
         "stages": [],
-        "environment": environment(),
+        "environment": {
+            **environment(),
+            **{k: v for k, v in threads.items() if k != "threads_before"},
+        },
     }
 
     dirty = experiment.downstream(force) if force else set()
@@ -461,6 +467,7 @@ def run_experiment(
         _write_manifest(run_dir, manifest)
         logging.getLogger("geodl").removeHandler(handler)
         handler.close()
+        restore_threads(threads)
     return RunResult(run_dir=run_dir, ran=ran, skipped=skipped, manifest=manifest)
 
 

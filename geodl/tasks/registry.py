@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from geodl.config import Section, apply_overrides, read_yaml, validate
 from geodl.errors import ConfigError
@@ -50,12 +50,20 @@ class ExperimentSection(Section):
 
     ``seed`` is the training seed of the run: every task adds it to its learned methods'
     ``train.seed`` (initial weights, data order) and keys their training stages on it; simulated
-    truths and observations keep their own seeds (``simulate.seed``, ``obs.seed``).
+    truths and observations keep their own seeds (``simulate.seed``, ``obs.seed``). ``threads``
+    sets torch's CPU threads (:mod:`geodl.training.threads`); it changes speed, not results, and
+    enters no stage key.
     """
 
     name: str
     task: str
     seed: int = 0
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch CPU threads of every stage; default: the cores this process may use "
+        "(affinity, cgroup quota, SLURM_CPUS_PER_TASK), or OMP_NUM_THREADS when set",
+    )
     description: str = ""
 
     @field_validator("name")
