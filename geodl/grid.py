@@ -22,6 +22,8 @@ __all__ = [
     "days",
     "find_axes",
     "grid_km",
+    "restore_order",
+    "sort_axes",
 ]
 
 EARTH_KM_PER_DEG = 111.195
@@ -158,3 +160,73 @@ def grid_km(ds: xr.Dataset | xr.DataArray, y: str, x: str) -> tuple[np.ndarray, 
         lat0 = math.radians(float(np.mean(yv)))
         return yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0), "geographic"
     return yv * fy, xv * fx, "projected"
+
+
+def _longitude(coord: xr.DataArray, name: str) -> bool:
+    units = str(coord.attrs.get("units", "")).lower()
+    std = str(coord.attrs.get("standard_name", "")).lower()
+    if std == "longitude" or units in ("degrees_east", "degree_east", "degrees_e", "dege"):
+        return True
+    return name.lower().startswith("lon") and units in ("", "degrees", "degree")
+
+
+def sort_axes(ds: xr.Dataset, dims: tuple[str, ...]) -> tuple[xr.Dataset, dict[str, dict]]:
+    """``ds`` with its 1-D ``dims`` coordinates increasing, as products come and models need.
+
+    A descending axis (ERA5's latitude, many L4 products) is reversed; an unsorted one is sorted;
+    a longitude that wraps (0..360 across the prime meridian, -180..180 across the date line) is
+    unwrapped into one increasing run (e.g. 356 .. 363.9). Returns ``(sorted dataset, order)``,
+    where ``order`` maps each changed dim to what :func:`restore_order` needs to write outputs
+    back in the input's order and convention (empty when nothing changed).
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.arange(3.0), dims="lat", coords={"lat": [10.0, 5.0, 0.0]})
+    >>> out, order = sort_axes(xr.Dataset({"v": da}), ("lat",))
+    >>> out.lat.values.tolist(), out.v.values.tolist(), list(order)
+    ([0.0, 5.0, 10.0], [2.0, 1.0, 0.0], ['lat'])
+    >>> restore_order(out, order).lat.values.tolist()
+    [10.0, 5.0, 0.0]
+    """
+    order: dict[str, dict] = {}
+    for dim in dims:
+        if dim not in ds.coords or ds[dim].ndim != 1 or ds.sizes[dim] < 2:
+            continue
+        coord = ds[dim]
+        values = coord.values
+        if not np.issubdtype(values.dtype, np.number):
+            continue
+        v = values.astype(np.float64)
+        if (np.diff(v) > 0).all():
+            continue
+        new = v
+        if _longitude(coord, dim):
+            unwrapped = np.unwrap(v, period=360.0)
+            step = np.diff(unwrapped)
+            if (step > 0).all() or (step < 0).all():  # one run once unwrapped
+                new = unwrapped
+        perm = np.argsort(new, kind="stable")
+        sorted_new = new[perm]
+        if (np.diff(sorted_new) <= 0).any():
+            raise DataError(
+                f"coordinate '{dim}' has duplicated values; remove them, e.g. "
+                f"ds.drop_duplicates('{dim}')"
+            )
+        ds = ds.isel({dim: perm}).assign_coords(
+            {dim: (dim, sorted_new.astype(values.dtype, copy=False), coord.attrs)}
+        )
+        order[dim] = {"perm": perm, "values": values}
+    return ds, order
+
+
+def restore_order(ds: xr.Dataset | xr.DataArray, order: dict[str, dict]):
+    """Undo :func:`sort_axes` on an output on the sorted grid: the input's order and coordinate
+    values (a wrapped longitude in the input's own convention)."""
+    for dim, how in order.items():
+        if dim not in ds.dims:
+            continue
+        inverse = np.empty_like(how["perm"])
+        inverse[how["perm"]] = np.arange(how["perm"].size)
+        attrs = ds[dim].attrs if dim in ds.coords else {}
+        ds = ds.isel({dim: inverse}).assign_coords({dim: (dim, how["values"], attrs)})
+    return ds

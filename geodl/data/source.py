@@ -20,6 +20,7 @@ import xarray as xr
 
 from geodl.data.open import Axes, find_axes, open_dataset
 from geodl.errors import DataError
+from geodl.grid import restore_order, sort_axes
 
 __all__ = ["GriddedSource"]
 
@@ -105,8 +106,17 @@ class GriddedSource:
             else:
                 self._paths[key] = src
                 handles[key] = open_dataset(src)
+        self.axes = self._check_axes(handles["main"])
+        # Products come with descending latitude or wrapping longitude: sort once, here, for
+        # every reader; `order` writes outputs back in the input's order (grid.restore_order).
+        self.order: dict[str, dict] = {}
+        for key in list(handles):
+            handles[key], order = sort_axes(handles[key], (self.axes.y, self.axes.x))
+            if key in self._memory:
+                self._memory[key] = handles[key]
+            if key == "main":
+                self.order = order
         main = handles["main"]
-        self.axes = self._check_axes(main)
         self.dims: tuple[str, str, str] = (self.axes.time, self.axes.y, self.axes.x)  # type: ignore[assignment]
         self.shape = {
             "time": main.sizes[self.axes.time],
@@ -150,6 +160,29 @@ class GriddedSource:
             raise DataError(
                 f"no spatial axes found among dims {list(ds.dims)} (found y={axes.y}, "
                 f"x={axes.x}); expected lat/lon or y/x, or CF attributes axis='Y'/'X'"
+            )
+        missing = [d for d in (axes.y, axes.x) if d not in ds.coords]
+        if missing:
+            curvilinear = [
+                str(n)
+                for n, v in {**ds.coords, **ds.data_vars}.items()
+                if v.ndim == 2
+                and set(v.dims) == {axes.y, axes.x}
+                and (
+                    str(v.attrs.get("standard_name", "")) in ("latitude", "longitude")
+                    or str(n).lower()
+                    in ("nav_lat", "nav_lon", "lat", "lon", "latitude", "longitude")
+                )
+            ]
+            if curvilinear:
+                raise DataError(
+                    f"curvilinear grid: 2-D coordinates {curvilinear} on dims "
+                    f"({axes.y}, {axes.x}) are not supported; regrid onto a regular lat/lon or "
+                    "projected y/x grid first (e.g. with xesmf)"
+                )
+            raise DataError(
+                f"grid axes {missing} have no coordinate values, so the cell size is unknown; "
+                "add 1-D coordinate variables (lat/lon in degrees or y/x in km or m)"
             )
         return axes
 
@@ -288,21 +321,28 @@ class GriddedSource:
         if self._handles is None or self._pid != os.getpid():
             handles = dict(self._memory)
             for key, path in self._paths.items():
-                handles[key] = open_dataset(path, dask=False)
+                handles[key] = self._sorted(open_dataset(path, dask=False))
             self._handles, self._pid = handles, os.getpid()
         return self._handles
 
     def dataset(self, *, dask: bool = True) -> xr.Dataset:
         """The main dataset (Dask-backed by default), e.g. for statistics."""
         if "main" in self._paths:
-            return open_dataset(self._paths["main"], dask=dask)
+            return self._sorted(open_dataset(self._paths["main"], dask=dask))
         return self._memory["main"]
+
+    def _sorted(self, ds: xr.Dataset) -> xr.Dataset:
+        return sort_axes(ds, (self.axes.y, self.axes.x))[0]
+
+    def restore_order(self, out: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+        """An output on this source's (sorted) grid in the input file's order and coordinates."""
+        return restore_order(out, self.order) if self.order else out
 
     def variable(self, name: str, *, dask: bool = True) -> xr.DataArray:
         """One variable, lazily (Dask-backed by default)."""
         key = self._where[name]
         if key in self._paths:
-            return open_dataset(self._paths[key], dask=dask)[name]
+            return self._sorted(open_dataset(self._paths[key], dask=dask))[name]
         return self._memory[key][name]
 
     def read(self, name: str, region: Sequence[slice]) -> np.ndarray:
