@@ -47,7 +47,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"[geodl] {len(result.ran)} stage(s) ran, {len(result.skipped)} skipped; "
         f"outputs in {result.run_dir}"
     )
+    if getattr(args, "stage_name", None) is None:  # `geodl run`, not one `geodl stage`
+        _print_summary(Path(result.run_dir))
     return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    """The run's scores and where its report is, after a full run."""
+    import json
+
+    from geodl.report import metrics_table_text
+
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    table = metrics_table_text(metrics)
+    if table:
+        print(table)
+    report = run_dir / "report" / "index.html"
+    if report.exists():
+        print(f"[geodl] report: {report}")
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:

@@ -7,13 +7,72 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["metrics_table_html", "write_index"]
+__all__ = ["metric_columns", "metrics_table_html", "metrics_table_text", "write_index"]
+
+#: The order the field reads scores in: error, skill, resolved scales, calibration, ratios.
+METRIC_ORDER = (
+    "rmse",
+    "rmse_a",
+    "rmse_s",
+    "rmse_u",
+    "spread_a",
+    "mu",
+    "mu_std",
+    "lambda_x",
+    "lambda_t",
+    "coverage_68",
+    "coverage_95",
+    "crps",
+    "rmse_ratio_oi",
+    "lambda_x_ratio_oi",
+    "mu_gain_oi",
+)
+
+
+def metric_columns(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The scalar metrics of ``methods`` in :data:`METRIC_ORDER`, any others after, sorted.
+
+    Examples
+    --------
+    >>> metric_columns({"oi": {"crps": 1.0, "mu": 0.5, "rmse": 0.1, "zeta": 2}})
+    ['rmse', 'mu', 'crps', 'zeta']
+    """
+    found = {
+        k
+        for m in methods.values()
+        if isinstance(m, Mapping)
+        for k, v in m.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    known = [c for c in METRIC_ORDER if c in found]
+    return known + sorted(found - set(known))
+
+
+def metrics_table_text(metrics: Mapping[str, Any]) -> str:
+    """``metrics.json``'s scalar scores as a Markdown table (what ``geodl run`` prints at the
+    end), or "" when there are none."""
+    methods: Mapping[str, Mapping[str, Any]] = metrics.get("methods", {})
+    columns = metric_columns(methods)
+    if not columns:
+        return ""
+    units = metrics.get("units", {})
+    head = [f"{c} [{units[c]}]" if units.get(c) else c for c in columns]
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in methods.items():
+        if not isinstance(values, Mapping):
+            continue
+        cells = [
+            f"{values[c]:.4g}" if isinstance(values.get(c), int | float) else "" for c in columns
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def metrics_table_html(metrics: Mapping[str, Any]) -> str:
-    """HTML table of ``metrics.json`` content: one row per method, one column per metric."""
+    """HTML table of ``metrics.json`` content: one row per method, one column per metric (in
+    :data:`METRIC_ORDER`)."""
     methods: Mapping[str, Mapping[str, float]] = metrics.get("methods", {})
-    columns = sorted({k for m in methods.values() for k in m})
+    columns = metric_columns(methods)
     units = metrics.get("units", {})
     head = "".join(
         f"<th>{html.escape(c)}{' [' + html.escape(units[c]) + ']' if c in units else ''}</th>"
@@ -21,8 +80,11 @@ def metrics_table_html(metrics: Mapping[str, Any]) -> str:
     )
     rows = []
     for name, values in methods.items():
+        if not isinstance(values, Mapping):
+            continue
         cells = "".join(
-            f"<td>{values[c]:.4g}</td>" if c in values else "<td></td>" for c in columns
+            f"<td>{values[c]:.4g}</td>" if isinstance(values.get(c), int | float) else "<td></td>"
+            for c in columns
         )
         rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"

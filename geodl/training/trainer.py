@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +55,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any = None, weights_only: bool | None = None
     ):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class EpochLine(pl.Callback):
+    """One line per finished epoch on stdout (rank 0), where no progress bar shows: in a batch
+    job's log, or with ``train.progress_bar: false``. Prints the epoch's logged losses and time."""
+
+    def __init__(self, echo: Callable[[str], None] = print) -> None:
+        self.echo = echo
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.endswith("loss") and getattr(v, "numel", lambda: 1)() == 1
+        }
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self.echo(
+            f"[geodl]   epoch {trainer.current_epoch + 1}{total}: {losses} "
+            f"({time.perf_counter() - self._start:.1f} s)"
+        )
+
+
+def _progress_bar(spec: TrainSection) -> bool:
+    """A progress bar only where a person watches: ``train.progress_bar`` and a terminal."""
+    return bool(spec.progress_bar) and sys.stderr.isatty()
 
 
 @dataclass
@@ -109,8 +143,10 @@ def build_trainer(
         )
     if spec.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, patience=spec.early_stopping_patience))
-    if spec.progress_bar:
+    if _progress_bar(spec):
         callbacks.append(TQDMProgressBar(leave=False))
+    else:
+        callbacks.append(EpochLine())
     loggers = [
         CSVLogger(save_dir=str(log_dir), name="", version=csv_version),
         TensorBoardLogger(save_dir=str(log_dir), name="tensorboard", version=""),
@@ -130,7 +166,7 @@ def build_trainer(
         callbacks=callbacks,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=spec.progress_bar,
+        enable_progress_bar=_progress_bar(spec),
         enable_model_summary=False,
         use_distributed_sampler=False,  # geodl builds its own rank-aware samplers (see fit)
         log_every_n_steps=1,
