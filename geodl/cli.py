@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from geodl import __version__
-from geodl.errors import UserInputError
+from geodl.errors import Terminated, UserInputError
 
 __all__ = ["main"]
 
@@ -292,7 +292,7 @@ def _on_sigterm() -> Any:
 
     def handler(signum: int, frame: Any) -> None:
         _TERMINATED.append(True)
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -310,7 +310,11 @@ def _dispatch(args: argparse.Namespace, debug: bool) -> int:
         return 2
     except KeyboardInterrupt:
         if _TERMINATED:
-            print("geodl: terminated (SIGTERM)", file=sys.stderr)
+            print(
+                "geodl: terminated (SIGTERM); resumable: the same command resumes training from "
+                "its last checkpoint",
+                file=sys.stderr,
+            )
             return 143
         print("geodl: interrupted", file=sys.stderr)
         return 130

@@ -23,3 +23,8 @@ class DataError(UserInputError):
 
 class RunDirError(UserInputError):
     """The run directory cannot be used (not writable, or belongs to another experiment)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how SLURM and other schedulers stop or pre-empt a job): the run stops as on
+    Ctrl-C, and a re-run of the same command resumes training from its last checkpoint."""

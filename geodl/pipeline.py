@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from geodl.atomic import atomic_write_text, remove_path, replace_path
 from geodl.config import config_digest, dump_yaml, read_yaml
-from geodl.errors import RunDirError, UserInputError
+from geodl.errors import RunDirError, Terminated, UserInputError
 
 __all__ = ["Experiment", "RunResult", "Stage", "StageContext", "run_experiment"]
 
@@ -451,9 +451,10 @@ def run_experiment(
             manifest["stages"] = [entries[s.name] for s in experiment.stages if s.name in entries]
             _write_manifest(run_dir, manifest)
         manifest["status"] = "complete"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        reason = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         manifest["status"] = "interrupted"
-        manifest["error"] = {"stage": current, "reason": "interrupted"}
+        manifest["error"] = {"stage": current, "reason": reason}
         log.info("run interrupted in stage %s", current)  # the CLI prints the one line
         raise
     except BaseException as exc:

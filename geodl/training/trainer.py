@@ -295,11 +295,13 @@ def fit(
             # user's to act on
             warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
             trainer.fit(module, train_dl, val_dl, ckpt_path=resume, weights_only=True)
-    except SystemExit:
+    except SystemExit as stop:
         # Lightning answers Ctrl-C (and SIGTERM) by shutting down and calling exit(1): give the
-        # caller the interruption, not a silent exit code 1
+        # caller the interruption (Ctrl-C, or geodl.errors.Terminated), not a silent exit code 1.
+        # The epoch-end checkpoint (last.ckpt, stamped with `key`) is what a re-run resumes from.
         if trainer.interrupted:
-            raise KeyboardInterrupt from None
+            cause = stop.__context__
+            raise (cause if isinstance(cause, KeyboardInterrupt) else KeyboardInterrupt()) from None
         raise
     best_cb = trainer.checkpoint_callback
     best = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
