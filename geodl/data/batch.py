@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "collate"]
+__all__ = ["Batch", "build_aux", "collate"]
 
 _DYNAMIC = ("target", "obs", "obs_mask", "target_mask", "inputs")
 _MASKS = ("obs_mask", "target_mask", "land_mask")
@@ -182,3 +182,36 @@ def collate(items: Sequence[Batch] | Batch) -> Batch:
         else:
             out[f.name] = torch.cat(values, dim=0)
     return Batch(**out)
+
+
+def build_aux(batch: Batch, *, land_channel: bool = False) -> Tensor | None:
+    """The auxiliary model input ``(B, T, Ca, H, W)`` of ``batch``: ``inputs`` (Ci channels),
+    ``static`` broadcast over time (Cs), and with ``land_channel`` the land mask as a float
+    channel (1 on land); None where there is none of them.
+
+    Why one function: training, validation and prediction of every learned method must stack the
+    same channels in the same order, or a model would read SST where it was trained on bathymetry.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.zeros(2, 3, 1, 4, 5)
+    >>> m = torch.ones(2, 3, 1, 4, 5, dtype=torch.bool)
+    >>> b = Batch(target=z, obs=z, obs_mask=m, target_mask=m,
+    ...           land_mask=torch.zeros(2, 1, 1, 4, 5, dtype=torch.bool),
+    ...           time_index=torch.arange(2), y0=torch.zeros(2, dtype=torch.long),
+    ...           x0=torch.zeros(2, dtype=torch.long), static=torch.ones(2, 1, 2, 4, 5))
+    >>> tuple(build_aux(b, land_channel=True).shape)
+    (2, 3, 3, 4, 5)
+    >>> build_aux(dataclasses.replace(b, static=None)) is None
+    True
+    """
+    b, t, _, h, w = batch.target.shape
+    parts = []
+    if batch.inputs is not None:
+        parts.append(batch.inputs)  # (B, T, Ci, H, W)
+    if batch.static is not None:
+        parts.append(batch.static.expand(b, t, -1, h, w))  # (B, T, Cs, H, W)
+    if land_channel:
+        parts.append(batch.land_mask.to(batch.target.dtype).expand(b, t, 1, h, w))
+    return torch.cat(parts, dim=2) if parts else None

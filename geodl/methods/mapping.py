@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ from pydantic import Field, model_validator
 
 from geodl.config import Section
 from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
+from geodl.data.batch import build_aux
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.grid import days, grid_km
+from geodl.grid import days, grid_km, restore_order, sort_axes
 from geodl.methods.observing import (
     ObsSection,
     noise_level,
@@ -62,6 +63,7 @@ from geodl.training import (
 
 __all__ = [
     "METHODS",
+    "DataSection",
     "DincaeSection",
     "FourDVarNetSection",
     "LearnedSection",
@@ -70,7 +72,10 @@ __all__ = [
     "OISection",
     "OITuneSection",
     "PatchSection",
+    "SimulateSection",
+    "SplitSection",
     "UNetSection",
+    "aux_names",
     "check_methods",
     "get_method",
     "member_sources",
@@ -79,6 +84,8 @@ __all__ = [
     "patch_geometry",
     "prediction_dataset",
     "prepare_inputs",
+    "read_predictors",
+    "read_sorted",
     "read_truth",
     "write_reconstruction",
     "register",
@@ -91,6 +98,65 @@ log = logging.getLogger("geodl.mapping")
 
 
 # ----- sections ----------------------------------------------------------------------------
+class DataSection(Section):
+    """The mapping task's data: the truth ``variable`` of ``path`` and, optionally, predictors.
+
+    ``inputs`` are time-dependent variables of the same file (e.g. SST when mapping SSH) and
+    ``static`` time-independent ones (e.g. bathymetry), on the truth's grid; every learned method
+    reads them as extra input channels (normalised with training-split statistics), OI ignores
+    them. Empty lists (the default) give the runs as before.
+    """
+
+    path: str | None = Field(None, description="NetCDF/Zarr truth; null: embedded QG simulation")
+    variable: str = "ssh"
+    land_mask: str | None = None
+    inputs: list[str] = Field(default_factory=list, description="time-dependent predictors")
+    static: list[str] = Field(default_factory=list, description="time-independent predictors")
+
+    @model_validator(mode="after")
+    def _predictors(self) -> DataSection:
+        names = [*self.inputs, *self.static]
+        if self.variable in names:
+            raise ValueError(
+                f"data.inputs/static list the target '{self.variable}': a predictor must be "
+                "another variable"
+            )
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"data.inputs/static list {twice} more than once")
+        if names and self.path is None:
+            raise ValueError(
+                f"data.inputs/static {names} need data.path: the embedded QG twin (data.path "
+                "null) has no variable but 'ssh'"
+            )
+        return self
+
+
+class SimulateSection(Section):
+    """Embedded QG twin truth (used when ``data.path`` is null).
+
+    ``members`` > 1 simulates that many independent realisations (batched, each from its own
+    initial noise): member 0 is the experiment's truth (its splits, its test period); the others
+    are observed the same way and every day of them is training data for the learned methods.
+    """
+
+    preset: Literal["eddy", "jet"] = "eddy"
+    nx: int = Field(64, ge=8)
+    days: float = Field(730.0, gt=0)
+    spinup_days: float = Field(1460.0, ge=0)
+    members: int = Field(1, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+
+
+class SplitSection(Section):
+    """Inclusive time ranges (days for numeric time axes, dates for calendar ones)."""
+
+    train: list[float | str] = Field(min_length=2, max_length=2)
+    val: list[float | str] = Field(min_length=2, max_length=2)
+    test: list[float | str] = Field(min_length=2, max_length=2)
+
+
 class PatchSection(Section):
     """Space-time windows seen by the learned methods.
 
@@ -191,6 +257,7 @@ class LearnedSection(Section):
         description="a patch discriminator judges the maps against the truth (weight 0: off)",
     )
     mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
+    land_channel: bool = Field(False, description="feed the land mask as an input channel")
     extra_members: int | None = Field(
         None, ge=0, description="extra training realisations used (default: every one there is)"
     )
@@ -211,7 +278,8 @@ class LearnedSection(Section):
             from geodl.models import MODELS
 
             params = inspect.signature(MODELS[self.model_name]).parameters
-            given = ("in_channels", "n_times")  # set by the method from the data and the patch
+            # set by the method from the data, the patch and data.inputs/static/land_channel
+            given = ("in_channels", "n_times", "aux_channels")
             valid = [p for p in params if p not in (*given, "self")]
             bad = sorted(set(self.model) - set(valid))
             if bad:
@@ -252,6 +320,11 @@ class FourDVarNetSection(LearnedSection):
     def _warm_start_needs_a_first_guess(self) -> FourDVarNetSection:
         if "nll" in self.loss and not self.model.get("variance", False):
             raise ValueError("loss term 'nll' needs model.variance: true (a variance head)")
+        if self.land_channel and self.model.get("first_guess") != "unet":
+            raise ValueError(
+                "fourdvarnet.land_channel needs model.first_guess: unet (the network that reads "
+                "the extra channels)"
+            )
         if self.warm_start is not None:
             if self.warm_start != "unet":
                 raise ValueError(f"warm_start '{self.warm_start}' invalid; choose 'unet' or null")
@@ -317,9 +390,17 @@ class MappingData:
     ) -> MappingData:
         """The data of a run: the truth file (``target`` = ``variable``), the observation file
         (``{variable}_obs``), what ``prepare`` recorded (``prep``: splits, normalisation, noise,
-        scales) and, for twin experiments, the extra realisations' (truth, observation) files."""
+        scales, the predictors ``data.inputs`` / ``data.static`` of the truth file) and, for twin
+        experiments, the extra realisations' (truth, observation) files."""
+        predictors = prep.get("predictors", {})
         source = GriddedSource(
-            truth, target=variable, obs=f"{variable}_obs", extra=obs, land_mask=land_mask
+            truth,
+            target=variable,
+            obs=f"{variable}_obs",
+            extra=obs,
+            land_mask=land_mask,
+            inputs=predictors.get("inputs", ()),
+            static=predictors.get("static", ()),
         )
         return cls(
             source=source,
@@ -439,13 +520,16 @@ def summarise_inputs(
     noise_std: float,
     simulated_noise: bool = True,
     periodic: bool = False,
+    predictors: xr.Dataset | None = None,
 ) -> dict[str, Any]:
     """What every method is given (``prepare.json``): the splits of ``truth`` ``(time, y, x)``
     by ``bounds`` (``{"train": (a, b), "val": ..., "test": ...}``, gaps of ``window`` steps),
     the training statistics, observation coverage per split, the training observations'
     correlation scales and the grid facts. Splits without any observation are a
     :class:`DataError`; a noise level above the observed signal is a warning (``simulated_noise``:
-    the noise is the one the observations were made with)."""
+    the noise is the one the observations were made with). ``predictors`` (the variables of
+    :func:`read_predictors`: with a time axis ``inputs``, without ``static``) get training
+    statistics too."""
     from geodl.data import compute_stats, make_splits
 
     t_dim, y_dim, x_dim = (str(d) for d in truth.dims)
@@ -461,7 +545,23 @@ def summarise_inputs(
                 "move its range or observe more densely"
             )
         coverage[name] = float(finite[sp.start : sp.stop].mean())
-    stats = compute_stats(xr.Dataset({var: truth}), [var], time_range=splits["train"].range)
+    pred = predictors if predictors is not None else xr.Dataset()
+    names = [str(v) for v in pred.data_vars]
+    for n in names:  # before the statistics, which would only warn about empty means
+        da = (
+            pred[n].isel({t_dim: slice(*splits["train"].range)})
+            if t_dim in pred[n].dims
+            else pred[n]
+        )
+        if int(da.count()) == 0:
+            raise DataError(
+                f"data.inputs/static: predictor '{n}' is NaN everywhere in the training split "
+                f"(time steps {splits['train'].start}..{splits['train'].stop - 1}); check the "
+                "file's _FillValue or drop it"
+            )
+    stats = compute_stats(
+        pred.assign({var: truth}), [var, *names], time_range=splits["train"].range
+    )
     stats["variables"][f"{var}_obs"] = stats["variables"][var]  # obs in the target's units
     train = splits["train"]
     train_obs = obs[train.start : train.stop]
@@ -500,6 +600,10 @@ def summarise_inputs(
             "dx_km": float(np.diff(x_km).mean()),
         },
         "units": truth.attrs.get("units", ""),
+        "predictors": {
+            "inputs": [n for n in names if t_dim in pred[n].dims],
+            "static": [n for n in names if t_dim not in pred[n].dims],
+        },
         "warnings": warnings,
     }
 
@@ -517,6 +621,25 @@ def read_truth(path: Path, var: str, land_mask: str | None = None) -> xr.DataArr
     return truth.rename(var)
 
 
+def read_predictors(
+    path: Path,
+    var: str,
+    inputs: list[str] | tuple[str, ...],
+    static: list[str] | tuple[str, ...],
+    land_mask: str | None = None,
+) -> xr.Dataset | None:
+    """The predictors ``inputs`` ``(time, y, x)`` and ``static`` ``(y, x)`` of ``path`` (lazy),
+    checked against the grid of the truth ``var`` (None without predictors); a missing variable
+    or wrong dims are one :class:`DataError` line naming ``data.inputs`` / ``data.static``."""
+    if not inputs and not static:
+        return None
+    try:
+        src = GriddedSource(path, target=var, inputs=inputs, static=static, land_mask=land_mask)
+    except DataError as exc:
+        raise DataError(f"data.inputs/static in {path}: {exc}") from None
+    return src.dataset()[[*inputs, *static]]
+
+
 def prepare_inputs(
     truth: xr.DataArray,
     obs: ObsSection,
@@ -525,9 +648,11 @@ def prepare_inputs(
     window: int,
     periodic: bool,
     members: xr.DataArray | None = None,
+    predictors: xr.Dataset | None = None,
 ) -> tuple[xr.Dataset, xr.Dataset | None, dict[str, Any]]:
     """Observe ``truth`` (and the extra realisations ``members``) as ``obs`` says and summarise
-    what every method is given: ``(observations, members' observations or None, prepare.json)``.
+    what every method is given: ``(observations, members' observations or None, prepare.json)``,
+    with training statistics of the ``predictors`` (:func:`read_predictors`).
     """
     var = str(truth.name)
     noise_std = noise_level(obs, truth)
@@ -548,6 +673,7 @@ def prepare_inputs(
         noise_std=noise_std,
         simulated_noise=obs.kind != "file",
         periodic=periodic,
+        predictors=predictors,
     )
     return obs_ds, members_ds, prep
 
@@ -612,10 +738,28 @@ def write_reconstruction(
     entry = get_method(method)
     attrs, glob = prediction_attrs(data.variable, method, units, experiment)
     if entry.stream is not None:
-        return entry.stream(section, data, artifact, split, path, attrs=attrs, dataset_attrs=glob)
-    mean, std = entry.reconstruct(section, data, artifact, split)
-    prediction_dataset(mean, std, data.variable, method, units, experiment).to_netcdf(path)
+        entry.stream(section, data, artifact, split, path, attrs=attrs, dataset_attrs=glob)
+    else:
+        mean, std = entry.reconstruct(section, data, artifact, split)
+        prediction_dataset(mean, std, data.variable, method, units, experiment).to_netcdf(path)
+    if data.source.order:  # a descending or wrapping input grid: written back in its order
+        tmp = path.with_name(f".unsorted-{path.name}")
+        with xr.open_dataset(path, chunks={}) as ds:
+            restore_order(ds, data.source.order).to_netcdf(tmp)
+        tmp.replace(path)
     return path
+
+
+def read_sorted(path: Path, names: list[str], dims: list[str], time: slice | None = None):
+    """Variables ``names`` of a truth or predictions file, loaded, on the sorted grid every
+    method works on (:func:`geodl.grid.sort_axes`: inputs may come with descending latitude or
+    wrapping longitude, and predictions are written back in the input's order); ``time``
+    selects along ``dims[0]``. Missing names are left out."""
+    with xr.open_dataset(path) as raw:
+        ds = sort_axes(raw[[n for n in names if n in raw]], tuple(dims[1:]))[0]
+        if time is not None:
+            ds = ds.isel({dims[0]: time})
+        return ds.load()
 
 
 def check_methods(
@@ -670,6 +814,14 @@ def check_methods(
                 f"({patch.y} x {patch.x}) {adv.n_layers} times, which it does not allow; lower "
                 "n_layers or change patch.y / patch.x"
             )
+    data = getattr(config, "data", None)
+    predictors = [*getattr(data, "inputs", ()), *getattr(data, "static", ())]
+    fdv = sections.get("fourdvarnet")
+    if predictors and fdv is not None and fdv.model.get("first_guess") != "unet":
+        raise ValueError(
+            f"data.inputs/static {predictors} reach fourdvarnet through its first guess only: "
+            "set fourdvarnet.model.first_guess: unet, or drop fourdvarnet from methods"
+        )
     for i, m in enumerate(methods):
         for dep in METHODS[m].depends(sections[m], sections):
             if dep not in methods[:i]:
@@ -707,16 +859,15 @@ def score_reconstructions(
     var = prep["variable"]
     t_dim, y_dim, x_dim = prep["dims"]
     a, b = prep["splits"]["test"]
-    with xr.open_dataset(truth_path) as ds:
-        truth = ds[var].isel({t_dim: slice(a, b)}).load()
+    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
     dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
     projected = prep["grid"]["kind"] == "projected"
     grid = {"dx": prep["grid"]["dx_km"] if projected else None, "dt": None}
     results = {}
     for method, path in predictions.items():
-        with xr.open_dataset(path) as ds:
-            pred = ds[var].load().reindex_like(truth)
-            std = ds[f"{var}_std"].load().reindex_like(truth) if f"{var}_std" in ds else None
+        ds = read_sorted(path, [var, f"{var}_std"], prep["dims"])
+        pred = ds[var].reindex_like(truth)
+        std = ds[f"{var}_std"].reindex_like(truth) if f"{var}_std" in ds else None
         results[method] = score(pred, truth, std=std, **grid, **dims)
     if reference in results:  # the comparison that matters: against the tuned OI of this run
         results = relative_to(results, reference)
@@ -883,7 +1034,11 @@ def value_gradient_wasserstein(
 
 
 def mapping_loss(
-    weights: dict[str, float], *, mask_swap: float = 0.0, noise_std: float = 0.0
+    weights: dict[str, float],
+    *,
+    mask_swap: float = 0.0,
+    noise_std: float = 0.0,
+    land_channel: bool = False,
 ) -> Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]:
     """Loss function for :class:`~geodl.training.TaskModule` on mapping batches.
 
@@ -892,7 +1047,9 @@ def mapping_loss(
     the output and the truth (Fablet et al. 2021), for models with a ``prior_cost``. With
     probability ``mask_swap`` a training batch gets the observation masks of other windows
     (rolled along the batch) applied to its own truth plus noise of ``noise_std`` (normalised units):
-    new observing patterns for the same fields, the 4DVarNet augmentation.
+    new observing patterns for the same fields, the 4DVarNet augmentation. The model also gets
+    the batch's auxiliary channels (:func:`geodl.data.batch.build_aux`: predictors, and the land
+    mask with ``land_channel``) where there are any.
     """
     from geodl import losses
 
@@ -915,7 +1072,7 @@ def mapping_loss(
             mask = torch.roll(batch.obs_mask, 1, 0) & batch.target_mask
             noisy = batch.target + noise_std * torch.randn_like(batch.target)
             obs = torch.where(mask, noisy, torch.zeros_like(noisy))
-        out = model(obs, mask.to(obs.dtype))
+        out = _apply(model, obs, mask, build_aux(batch, land_channel=land_channel))
         tm = batch.target_mask
         terms: dict[str, torch.Tensor] = {}
         if "mse" in weights:
@@ -953,10 +1110,24 @@ def mapping_loss(
     return loss_fn
 
 
-def _build(name: str, section: LearnedSection, patch: PatchSection) -> torch.nn.Module:
+def _apply(model: torch.nn.Module, obs: torch.Tensor, mask: torch.Tensor, aux: Any) -> Any:
+    """``model(obs, mask[, aux])``: without auxiliary channels, the call of models that have none."""
+    extra = () if aux is None else (aux,)
+    return model(obs, mask.to(obs.dtype), *extra)
+
+
+def aux_names(source: GriddedSource, land_channel: bool) -> list[str]:
+    """The auxiliary channels a learned method reads from ``source``, in
+    :func:`~geodl.data.batch.build_aux`'s order (recorded in the checkpoint)."""
+    return [*source.inputs, *source.static, *(["land_mask"] if land_channel else [])]
+
+
+def _build(name: str, section: LearnedSection, data: MappingData) -> torch.nn.Module:
     from geodl.models import build_model
 
-    return build_model(name, in_channels=1, n_times=patch.time, **section.model)
+    n_aux = len(aux_names(data.source, section.land_channel))
+    extra = {"aux_channels": n_aux} if n_aux else {}  # models without aux keep their signature
+    return build_model(name, in_channels=1, n_times=data.patch.time, **section.model, **extra)
 
 
 def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
@@ -996,7 +1167,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
                 raise DataError(f"split '{label}' has no usable patch of size {size}")
         train = torch.utils.data.ConcatDataset(train_sets) if len(train_sets) > 1 else train_sets[0]
         torch.manual_seed(spec.seed)  # the initial weights are part of the seeded run
-        model = _build(name, section, data.patch)
+        model = _build(name, section, data)
         var = data.variable
         times = data.source.times
 
@@ -1017,6 +1188,7 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             section.loss,
             mask_swap=section.mask_swap,
             noise_std=data.noise_std / data.normalizer["variables"][var]["std"],
+            land_channel=section.land_channel,
         )
         module = generator_module(
             model,
@@ -1027,7 +1199,12 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
             channels=1,
             n_times=data.patch.time,
             describe_batch=describe,
-            metadata={**metadata, "method": name, "normalizer": data.normalizer},
+            metadata={
+                **metadata,
+                "method": name,
+                "normalizer": data.normalizer,
+                "aux": aux_names(data.source, section.land_channel),
+            },
         )
         result = fit(
             module,
@@ -1072,7 +1249,8 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
         with torch.no_grad():
             for batch in loader:
-                out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
+                aux = build_aux(batch, land_channel=section.land_channel)
+                out = _apply(model, batch.obs, batch.obs_mask, aux)
                 means.append(out.mean)
                 if out.log_var is not None:
                     stds.append(torch.exp(0.5 * out.log_var))
@@ -1091,9 +1269,17 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
 def _load_learned(
     name: str, section: LearnedSection, data: MappingData, artifact: Path
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model (eval mode) and its normalisation statistics."""
+    """The trained model (eval mode) and its normalisation statistics; a :class:`ConfigError`
+    line where the run's auxiliary channels are not those the model was trained with."""
     ckpt = load_checkpoint(artifact)
-    model = load_model_weights(_build(name, section, data.patch), ckpt).eval()
+    trained, given = ckpt["geodl"].get("aux", []), aux_names(data.source, section.land_channel)
+    if list(trained) != given:
+        raise ConfigError(
+            f"{name}: {artifact} was trained with auxiliary channels {list(trained)}, this run "
+            f"gives {given} (data.inputs, data.static, {name}.land_channel); set them as in "
+            "training or train again"
+        )
+    model = load_model_weights(_build(name, section, data), ckpt).eval()
     return model, ckpt["geodl"]["normalizer"]
 
 
@@ -1115,8 +1301,10 @@ def _stream_learned(name: str) -> Callable[..., Path]:
         size, stride = patch_geometry(data.patch)
         norm = Normalizer(normalizer)
         first = collate([PatchDataset(data.source, size, stride, split=split, normalizer=norm)[0]])
+        land = section.land_channel
         with torch.no_grad():
-            has_std = model(first.obs, first.obs_mask.to(first.obs.dtype)).log_var is not None
+            probe = _apply(model, first.obs, first.obs_mask, build_aux(first, land_channel=land))
+        has_std = probe.log_var is not None
         names = [var, *([f"{var}_std"] if has_std else [])]
         stats = {**normalizer, "variables": dict(normalizer["variables"])}
         if has_std:  # the std is stitched in normalised units and only scaled back
@@ -1125,7 +1313,7 @@ def _stream_learned(name: str) -> Callable[..., Path]:
 
         def predict(batch: Any) -> torch.Tensor:
             with torch.no_grad():
-                out = model(batch.obs, batch.obs_mask.to(batch.obs.dtype))
+                out = _apply(model, batch.obs, batch.obs_mask, build_aux(batch, land_channel=land))
             if not has_std:
                 return out.mean
             return torch.cat([out.mean, torch.exp(0.5 * out.log_var)], dim=2)
@@ -1173,6 +1361,13 @@ def _fourdvarnet_depends(
     ws = section.warm_start
     if ws not in sections:
         raise ValueError(f"fourdvarnet.warm_start: '{ws}' is not among the methods of this run")
+    theirs_land = getattr(sections[ws], "land_channel", False)
+    if theirs_land != section.land_channel:
+        raise ValueError(
+            f"fourdvarnet.warm_start: {ws}.land_channel is {theirs_land} but "
+            f"fourdvarnet.land_channel is {section.land_channel}: the first guess reads the "
+            "same channels as the network it starts from; set both alike"
+        )
     fg = inspect.signature(FourDVarNet).parameters
     un = inspect.signature(UNet).parameters
     other = sections[ws].model

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from geodl.errors import UserInputError
 from geodl.models.blocks import PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive, masked_input
 from geodl.models.outputs import MappingOutput, clamp_log_var
-from geodl.models.unet import UNetCore
+from geodl.models.unet import UNetCore, aux_input
 
 __all__ = ["DINCAE"]
 
@@ -16,10 +17,11 @@ __all__ = ["DINCAE"]
 class DINCAE(nn.Module):
     """Convolutional autoencoder with skip connections and a Gaussian output (Barth et al. 2020).
 
-    ``forward(obs, obs_mask=None) -> MappingOutput`` with ``mean`` and ``log_var``, both
+    ``forward(obs, obs_mask=None, aux=None) -> MappingOutput`` with ``mean`` and ``log_var``, both
     ``(B, T, C, H, W)``. Time is used as channels: the model reshapes ``(B, T, C, H, W)`` to
     ``(B, T*2C, H, W)`` (observations with zeros at gaps, and the mask), as DINCAE stacks neighbouring
-    days, so ``n_times`` is fixed at construction. Train it with
+    days, so ``n_times`` is fixed at construction. ``aux`` ``(B, T, Ca, H, W)`` (predictors such as
+    SST, static fields, the land mask; DINCAE's auxiliary fields) adds ``T*Ca`` input channels. Train it with
     :func:`geodl.losses.gaussian_nll`.
 
     Why the log-variance is clamped: the likelihood divides by ``exp(log_var)``; an unbounded head
@@ -35,6 +37,8 @@ class DINCAE(nn.Module):
         Padding in (y, x).
     min_log_var, max_log_var : float
         Bounds of the predicted log-variance (in units of the normalised field squared).
+    aux_channels : int
+        Channels Ca of ``aux``; 0 (the default) builds exactly the model without them.
 
     References
     ----------
@@ -61,9 +65,12 @@ class DINCAE(nn.Module):
         act: str = "relu",
         min_log_var: float = -10.0,
         max_log_var: float = 5.0,
+        aux_channels: int = 0,
     ) -> None:
         super().__init__()
         check_padding(padding, "DINCAE")
+        if aux_channels < 0:
+            raise UserInputError(f"DINCAE: aux_channels must be >= 0, got {aux_channels}")
         check_positive(
             "DINCAE", in_channels=in_channels, n_times=n_times, depth=depth + 1, width=width
         )
@@ -72,13 +79,21 @@ class DINCAE(nn.Module):
         self.depth = depth
         self.min_log_var = min_log_var
         self.max_log_var = max_log_var
+        self.aux_channels = aux_channels
         self.core = UNetCore(
-            2 * in_channels * n_times, depth=depth, width=width, ndim=2, padding=padding, act=act
+            (2 * in_channels + aux_channels) * n_times,
+            depth=depth,
+            width=width,
+            ndim=2,
+            padding=padding,
+            act=act,
         )
         self.mean_head = PaddedConv(width, in_channels * n_times, 1)
         self.log_var_head = PaddedConv(width, in_channels * n_times, 1)
 
-    def forward(self, obs: Tensor, obs_mask: Tensor | None = None) -> MappingOutput:
+    def forward(
+        self, obs: Tensor, obs_mask: Tensor | None = None, aux: Tensor | None = None
+    ) -> MappingOutput:
         check_grid(
             obs,
             "obs",
@@ -88,9 +103,11 @@ class DINCAE(nn.Module):
             multiple=2**self.depth,
         )
         y, m = masked_input(obs, obs_mask, "DINCAE.forward")  # (B, T, C, H, W)
+        a = aux_input(aux, y, self.aux_channels, "DINCAE.forward")  # (B, T, Ca, H, W) or None
         shape = y.shape
         b, _, _, h, w = shape
-        features = self.core(torch.cat([y, m], dim=2).reshape(b, -1, h, w))  # (B, width, H, W)
+        x = torch.cat([y, m] if a is None else [y, m, a], dim=2)  # (B, T, 2C [+ Ca], H, W)
+        features = self.core(x.reshape(b, -1, h, w))  # (B, width, H, W)
         mean = self.mean_head(features).reshape(shape)
         log_var = clamp_log_var(self.log_var_head(features), self.min_log_var, self.max_log_var)
         return MappingOutput(mean, log_var.reshape(shape))

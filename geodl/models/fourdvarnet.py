@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodl.errors import UserInputError
+from geodl.models.autoencoder import ConvAutoencoder
 from geodl.models.blocks import ConvLSTMCell, PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive, masked_input
 from geodl.models.outputs import MappingOutput, clamp_log_var
-from geodl.models.unet import UNet
+from geodl.models.unet import UNet, aux_input
 
-__all__ = ["PRIORS", "BilinearAEPrior", "FourDVarNet", "UNetPrior"]
+__all__ = ["PRIORS", "BilinearAEPrior", "ConvAEPrior", "FourDVarNet", "UNetPrior"]
 
 
 class BilinearAEPrior(nn.Module):
@@ -116,11 +117,45 @@ class UNetPrior(nn.Module):
         return self.conv_out(x)  # (N, K, H, W)
 
 
+class ConvAEPrior(nn.Module):
+    """Bottleneck prior ``phi``: a :class:`~geodl.models.ConvAutoencoder`, ``(N, K, H, W) -> same``.
+
+    The ``K = T*C`` channels of the solver's state are the autoencoder's channels (one time step
+    of ``K`` channels: the state already has time as channels). ``depth`` 2x poolings down to a
+    latent grid of ``latent_channels``, no skip connection: unlike :class:`UNetPrior`, ``phi``
+    cannot drift towards the identity, so the prior term keeps pulling the state towards the
+    low-dimensional manifold the autoencoder has learned (the original 4DVarNet's AE prior).
+    H and W must be divisible by ``2**depth``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        *,
+        depth: int = 2,
+        latent_channels: int = 8,
+        padding: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.ae = ConvAutoencoder(
+            channels,
+            1,
+            depth=depth,
+            width=hidden,
+            latent_channels=latent_channels,
+            padding=padding,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ae(x[:, None]).reconstruction[:, 0]  # (N, 1, K, H, W) inside
+
+
 #: Prior names accepted by :class:`FourDVarNet`.
-PRIORS = ("bilinear", "unet")
+PRIORS = ("bilinear", "unet", "conv_ae")
 #: First guesses accepted by :class:`FourDVarNet` (None: the observations, zeros at gaps).
 FIRST_GUESSES = (None, "unet")
-#: Down-sampling levels of the ``"unet"`` prior.
+#: Down-sampling levels of the ``"unet"`` and ``"conv_ae"`` priors.
 UNET_PRIOR_LEVELS = 2
 
 
@@ -139,7 +174,8 @@ class FourDVarNet(nn.Module):
     ``BaseObsCost``), the prior term the mean over all pixels. Why not the mean over all pixels for
     both: at 5 % coverage the observation term would be 20 times weaker than the prior term, and
     the balance of the two would depend on the coverage of each patch. ``phi`` is a
-    :class:`BilinearAEPrior` (``prior="bilinear"``) or a :class:`UNetPrior` (``prior="unet"``).
+    :class:`BilinearAEPrior` (``prior="bilinear"``), a :class:`UNetPrior` (``prior="unet"``) or a
+    :class:`ConvAEPrior` (``prior="conv_ae"``).
     Starting from ``x_0 = y`` (zeros at gaps), or from a learned first guess ``x_0 = g(y, m)``
     (``first_guess="unet"``: a :class:`~geodl.models.UNet`), each of the ``n_iter`` iterations computes
     ``g = dU/dx`` by autograd, normalises it by its root mean square at iteration 0 (per sample),
@@ -147,7 +183,9 @@ class FourDVarNet(nn.Module):
     ``x_{k+1} = x_k - (lstm_out / (k + 1) + grad_step * (k + 1) / K * g)``. With ``project=True``
     the returned mean is ``phi(x_K)``, the projection of the last iterate onto the prior.
 
-    ``forward(obs, obs_mask=None) -> MappingOutput``. Time is used as channels: the state is
+    ``forward(obs, obs_mask=None, aux=None) -> MappingOutput``; ``aux`` ``(B, T, Ca, H, W)``
+    (predictors, static fields, the land mask) goes to the first guess only: the variational
+    cost is about the state and its observations. Time is used as channels: the state is
     ``(B, T*C, H, W)`` inside the solver, so ``n_times`` is fixed at construction.
     :meth:`prior_cost` and :meth:`project` take and return the ``(B, T, C, H, W)`` layout, so that a
     training loss can add the prior-consistency term :math:`\\lVert x - \\phi(x) \\rVert^2` on the
@@ -180,7 +218,7 @@ class FourDVarNet(nn.Module):
         Channels of the prior (of its first level for ``"unet"``) and of the ConvLSTM.
     downsample : int
         Down-sampling of the ``"bilinear"`` prior; H and W must be divisible by it. The
-        ``"unet"`` prior ignores it and needs H and W divisible by ``2**2``.
+        ``"unet"`` and ``"conv_ae"`` priors ignore it and need H and W divisible by ``2**2``.
     padding : {"zeros", "circular"}
         Padding in (y, x) of every convolution; circular for periodic domains.
     obs_weight, prior_weight : float
@@ -192,9 +230,10 @@ class FourDVarNet(nn.Module):
     variance : bool
         Add a log-variance head (conv on the last iterate ``x_K`` and the ConvLSTM hidden state),
         clamped to ``[min_log_var, max_log_var]``.
-    prior : {"bilinear", "unet"}
-        The prior ``phi``: :class:`BilinearAEPrior` (the reference's) or :class:`UNetPrior`
-        (multi-scale, for fields the down-sampled bilinear prior cannot represent).
+    prior : {"bilinear", "unet", "conv_ae"}
+        The prior ``phi``: :class:`BilinearAEPrior` (the reference's), :class:`UNetPrior`
+        (multi-scale, for fields the down-sampled bilinear prior cannot represent) or
+        :class:`ConvAEPrior` (a bottleneck autoencoder of width ``prior_hidden``).
     project : bool
         Return ``phi(x_K)`` instead of ``x_K`` (the reference's final step).
     first_guess : {None, "unet"}
@@ -203,6 +242,9 @@ class FourDVarNet(nn.Module):
         ``first_guess_width`` (H and W divisible by ``2**first_guess_depth``).
     first_guess_depth, first_guess_width : int
         Size of the first-guess UNet.
+    aux_channels : int
+        Channels Ca of ``aux``, fed to the first guess (so they need ``first_guess="unet"``);
+        0 (the default) builds exactly the model without them.
     learn_weights : bool
         Learn :math:`\\alpha_o` and :math:`\\alpha_p` (stored as their logarithms, so they stay
         positive; initialised at ``obs_weight`` and ``prior_weight``). Their ratio sets how much
@@ -250,6 +292,7 @@ class FourDVarNet(nn.Module):
         first_guess: str | None = None,
         first_guess_depth: int = 2,
         first_guess_width: int = 16,
+        aux_channels: int = 0,
     ) -> None:
         super().__init__()
         check_padding(padding, "FourDVarNet")
@@ -268,6 +311,11 @@ class FourDVarNet(nn.Module):
             )
         if prior not in PRIORS:
             raise UserInputError(f"FourDVarNet: prior={prior!r}, expected one of {list(PRIORS)}")
+        if aux_channels < 0 or (aux_channels and first_guess is None):
+            raise UserInputError(
+                f"FourDVarNet: aux_channels={aux_channels} needs first_guess='unet' (the network "
+                "that reads them) and must be >= 0"
+            )
         for key, value in (("obs_weight", obs_weight), ("prior_weight", prior_weight)):
             if learn_weights and not value > 0:
                 raise UserInputError(
@@ -279,6 +327,7 @@ class FourDVarNet(nn.Module):
         self.in_channels = in_channels
         self.n_times = n_times
         self.n_iter = n_iter
+        self.aux_channels = aux_channels
         self.downsample = downsample
         self.prior_name = prior
         # H and W must be divisible by the prior's total down-sampling.
@@ -299,11 +348,13 @@ class FourDVarNet(nn.Module):
             self._obs_weight = float(obs_weight)
             self._prior_weight = float(prior_weight)
         k = in_channels * n_times
-        self.prior: nn.Module = (
-            BilinearAEPrior(k, prior_hidden, downsample=downsample, padding=padding)
-            if prior == "bilinear"
-            else UNetPrior(k, prior_hidden, levels=UNET_PRIOR_LEVELS, padding=padding)
-        )
+        self.prior: nn.Module
+        if prior == "bilinear":
+            self.prior = BilinearAEPrior(k, prior_hidden, downsample=downsample, padding=padding)
+        elif prior == "unet":
+            self.prior = UNetPrior(k, prior_hidden, levels=UNET_PRIOR_LEVELS, padding=padding)
+        else:
+            self.prior = ConvAEPrior(k, prior_hidden, depth=UNET_PRIOR_LEVELS, padding=padding)
         self.lstm = ConvLSTMCell(k, lstm_hidden, padding=padding)
         self.lstm_out = PaddedConv(lstm_hidden, k, 1, bias=False)
         self.log_var_head = PaddedConv(k + lstm_hidden, k, 3, padding=padding) if variance else None
@@ -315,6 +366,7 @@ class FourDVarNet(nn.Module):
                 depth=first_guess_depth,
                 width=first_guess_width,
                 padding=padding,
+                aux_channels=aux_channels,
             )
             if first_guess == "unet"
             else None
@@ -373,7 +425,9 @@ class FourDVarNet(nn.Module):
         """
         return (x - self._project(x, "FourDVarNet.prior_cost")).pow(2).mean()
 
-    def forward(self, obs: Tensor, obs_mask: Tensor | None = None) -> MappingOutput:
+    def forward(
+        self, obs: Tensor, obs_mask: Tensor | None = None, aux: Tensor | None = None
+    ) -> MappingOutput:
         check_grid(
             obs,
             "obs",
@@ -383,6 +437,7 @@ class FourDVarNet(nn.Module):
             multiple=self.multiple,
         )
         y, m = masked_input(obs, obs_mask, "FourDVarNet.forward")  # (B, T, C, H, W)
+        a = aux_input(aux, y, self.aux_channels, "FourDVarNet.forward")  # (B, T, Ca, H, W)
         shape = y.shape
         b, _, _, h, w = shape
         keep_graph = torch.is_grad_enabled()
@@ -392,11 +447,12 @@ class FourDVarNet(nn.Module):
         with torch.inference_mode(False), torch.enable_grad():
             y = y.reshape(b, -1, h, w).detach().clone()  # (B, T*C, H, W)
             m = m.reshape(b, -1, h, w).clone()
+            a = None if a is None else a.clone()
             if self.first_guess is None:
                 state = y.clone().requires_grad_(True)
             else:
                 with torch.set_grad_enabled(keep_graph):  # trained with the rest
-                    x0 = self.first_guess(y.reshape(shape), m.reshape(shape)).mean
+                    x0 = self.first_guess(y.reshape(shape), m.reshape(shape), a).mean
                 x0 = x0.reshape(b, -1, h, w)  # (B, T*C, H, W)
                 state = x0 if keep_graph else x0.detach().requires_grad_(True)
             lstm_state = self.lstm.init_state(state)

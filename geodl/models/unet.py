@@ -11,9 +11,37 @@ from geodl.models.blocks import ConvBlock, PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive, masked_input
 from geodl.models.outputs import MappingOutput
 
-__all__ = ["UNet", "UNetCore"]
+__all__ = ["UNet", "UNetCore", "aux_input"]
 
 TIME_MODES = ("channels", "conv3d")
+
+
+def aux_input(aux: Tensor | None, obs: Tensor, channels: int, where: str) -> Tensor | None:
+    """Check the auxiliary input channels ``aux`` ``(B, T, Ca, H, W)`` against ``obs``
+    ``(B, T, C, H, W)`` and the model's ``aux_channels``; NaN at gaps become 0.
+
+    Why a hard error both ways: a model built with auxiliary channels and called without them (or
+    the reverse) would otherwise fail deep inside a convolution, or silently be fed zeros.
+    """
+    if channels == 0:
+        if aux is not None:
+            raise UserInputError(
+                f"{where}: aux given but the model has aux_channels=0; build it with "
+                f"aux_channels={aux.shape[2] if aux.ndim == 5 else '...'} or pass aux=None"
+            )
+        return None
+    if aux is None:
+        raise UserInputError(
+            f"{where}: the model has aux_channels={channels} but no aux was given; pass "
+            f"aux (batch, time, {channels}, y, x)"
+        )
+    b, t, _, h, w = obs.shape
+    if aux.ndim != 5 or tuple(aux.shape) != (b, t, channels, h, w):
+        raise UserInputError(
+            f"{where}: aux has shape {tuple(aux.shape)}; expected ({b}, {t}, {channels}, {h}, {w}) "
+            "(batch, time, aux channel, y, x) to match obs"
+        )
+    return torch.nan_to_num(aux.to(obs.dtype))
 
 
 class UNetCore(nn.Module):
@@ -60,7 +88,7 @@ class UNetCore(nn.Module):
 class UNet(nn.Module):
     """UNet (Ronneberger et al. 2015) for gap filling, with an optional mask channel.
 
-    ``forward(obs, obs_mask=None) -> MappingOutput`` (``log_var`` is None). With
+    ``forward(obs, obs_mask=None, aux=None) -> MappingOutput`` (``log_var`` is None). With
     ``time_mode="channels"`` the model reshapes ``(B, T, C, H, W) -> (B, T*C, H, W)`` inside itself,
     so it needs a fixed ``n_times``; with ``time_mode="conv3d"`` it convolves over (time, y, x) and
     accepts any number of time steps.
@@ -81,6 +109,10 @@ class UNet(nn.Module):
         How time is handled (see above).
     use_mask : bool
         Whether the observation mask is given to the network as extra input channels.
+    aux_channels : int
+        Channels Ca of the auxiliary input ``aux`` ``(B, T, Ca, H, W)`` (predictors such as SST,
+        static fields, the land mask), concatenated to the input channels at every time step.
+        0 (the default) builds exactly the model without them (same state dict).
 
     Examples
     --------
@@ -102,9 +134,12 @@ class UNet(nn.Module):
         time_mode: str = "channels",
         use_mask: bool = True,
         act: str = "relu",
+        aux_channels: int = 0,
     ) -> None:
         super().__init__()
         check_padding(padding, "UNet")
+        if aux_channels < 0:
+            raise UserInputError(f"UNet: aux_channels must be >= 0, got {aux_channels}")
         if time_mode not in TIME_MODES:
             raise UserInputError(
                 f"UNet: time_mode={time_mode!r}, expected one of {list(TIME_MODES)}"
@@ -121,7 +156,8 @@ class UNet(nn.Module):
         self.depth = depth
         self.time_mode = time_mode
         self.use_mask = use_mask
-        per_time = in_channels * (2 if use_mask else 1)
+        self.aux_channels = aux_channels
+        per_time = in_channels * (2 if use_mask else 1) + aux_channels
         if time_mode == "channels":
             self.core = UNetCore(
                 per_time * n_times, depth=depth, width=width, ndim=2, padding=padding, act=act
@@ -133,7 +169,9 @@ class UNet(nn.Module):
             )
             self.head = PaddedConv(width, self.out_channels, 1, ndim=3)
 
-    def forward(self, obs: Tensor, obs_mask: Tensor | None = None) -> MappingOutput:
+    def forward(
+        self, obs: Tensor, obs_mask: Tensor | None = None, aux: Tensor | None = None
+    ) -> MappingOutput:
         check_grid(
             obs,
             "obs",
@@ -143,7 +181,10 @@ class UNet(nn.Module):
             multiple=2**self.depth,
         )
         y, m = masked_input(obs, obs_mask, "UNet.forward")  # (B, T, C, H, W)
+        a = aux_input(aux, y, self.aux_channels, "UNet.forward")  # (B, T, Ca, H, W) or None
         x = torch.cat([y, m], dim=2) if self.use_mask else y
+        if a is not None:
+            x = torch.cat([x, a], dim=2)  # (B, T, C_in + Ca, H, W)
         b, t, _, h, w = x.shape
         if self.time_mode == "channels":
             out = self.head(self.core(x.reshape(b, -1, h, w)))  # (B, T*C_out, H, W)

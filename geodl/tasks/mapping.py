@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import xarray as xr
 from pydantic import Field, create_model, model_validator
@@ -33,10 +33,14 @@ from pydantic import Field, create_model, model_validator
 from geodl.config import Section
 from geodl.methods.mapping import (
     METHODS,
+    DataSection,
     MappingData,
     PatchSection,
+    SimulateSection,
+    SplitSection,
     check_methods,
     prepare_inputs,
+    read_predictors,
     read_truth,
     score_reconstructions,
     write_reconstruction,
@@ -50,38 +54,7 @@ __all__ = ["MappingConfig", "build_schema", "experiment"]
 log = logging.getLogger("geodl.mapping")
 
 
-# ----- configuration -----------------------------------------------------------------------
-class DataSection(Section):
-    path: str | None = Field(None, description="NetCDF/Zarr truth; null: embedded QG simulation")
-    variable: str = "ssh"
-    land_mask: str | None = None
-
-
-class SimulateSection(Section):
-    """Embedded QG twin truth (used when ``data.path`` is null).
-
-    ``members`` > 1 simulates that many independent realisations (batched, each from its own
-    initial noise): member 0 is the experiment's truth (its splits, its test period); the others
-    are observed the same way and every day of them is training data for the learned methods.
-    """
-
-    preset: Literal["eddy", "jet"] = "eddy"
-    nx: int = Field(64, ge=8)
-    days: float = Field(730.0, gt=0)
-    spinup_days: float = Field(1460.0, ge=0)
-    members: int = Field(1, ge=1)
-    seed: int = 0
-    threads: int | None = Field(None, gt=0)
-
-
-class SplitSection(Section):
-    """Inclusive time ranges (days for numeric time axes, dates for calendar ones)."""
-
-    train: list[float | str] = Field(min_length=2, max_length=2)
-    val: list[float | str] = Field(min_length=2, max_length=2)
-    test: list[float | str] = Field(min_length=2, max_length=2)
-
-
+# ----- configuration (data, simulate, split, patch: geodl.methods.mapping) ----------------
 class ReportSection(Section):
     days: list[int] = Field(default_factory=lambda: [0], description="test-period day indices")
 
@@ -156,9 +129,9 @@ def _simulate(ctx: StageContext) -> None:
 
 
 def _prepare(ctx: StageContext) -> None:
-    cfg = ctx.cfg
-    var = cfg.data.variable
-    truth = read_truth(_truth_path(ctx), var, cfg.data.land_mask)
+    cfg, d = ctx.cfg, ctx.cfg.data
+    var, path = d.variable, _truth_path(ctx)
+    truth = read_truth(path, var, d.land_mask)
     members = None
     if _twin_members(cfg):
         with xr.open_dataset(ctx.input("members.nc")) as mds:
@@ -168,8 +141,9 @@ def _prepare(ctx: StageContext) -> None:
         cfg.obs,
         {k: tuple(getattr(cfg.split, k)) for k in ("train", "val", "test")},
         window=cfg.patch.time,
-        periodic=cfg.data.path is None,  # the embedded QG twin is doubly periodic
+        periodic=d.path is None,  # the embedded QG twin is doubly periodic
         members=members,
+        predictors=read_predictors(path, var, d.inputs, d.static, d.land_mask),
     )
     obs.to_netcdf(ctx.output("obs.nc"))
     if obs_members is not None:

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
+from geodl.methods.mapping import read_sorted
 from geodl.pipeline import StageContext
 
 __all__ = ["write_mapping_report"]
@@ -22,51 +22,51 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     a, b = prep["splits"]["test"]
     truth_path = cfg.data.path or ctx.input("truth.nc")
     names = []
-    with xr.open_dataset(truth_path) as tds, xr.open_dataset(ctx.input("obs.nc")) as ods:
-        truth = tds[var].isel({t_dim: slice(a, b)})
-        obs = ods[f"{var}_obs"].isel({t_dim: slice(a, b)})
-        preds = {}
-        for m in cfg.methods:
-            with xr.open_dataset(ctx.input(f"predictions/{m}.nc")) as pds:
-                preds[m] = pds.load()
-        for day in cfg.report.days:
-            day = min(max(day, 0), truth.sizes[t_dim] - 1)
-            tr = truth.isel({t_dim: day}).values
-            lim = np.nanmax(np.abs(tr))
-            cols = 2 + len(preds)
-            fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 7.2), squeeze=False)
-            kw = {"origin": "lower", "cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
-            axes[0, 0].imshow(tr, **kw)
-            axes[0, 0].set_title("truth")
-            # observations within +-2 days, as the maps of the field are usually shown
-            window = obs.isel({t_dim: slice(max(day - 2, 0), day + 3)})
-            axes[0, 1].imshow(window.mean(t_dim, skipna=True).values, **kw)
-            axes[0, 1].set_title("obs (+-2 days)")
-            for j, (m, ds) in enumerate(preds.items(), start=2):
-                mean = ds[var].isel({t_dim: day}).values
-                axes[0, j].imshow(mean, **kw)
-                axes[0, j].set_title(m)
-                err = mean - tr
-                axes[1, j].imshow(err, origin="lower", cmap="RdBu_r", vmin=-lim / 2, vmax=lim / 2)
-                rmse = float(np.sqrt(np.nanmean(err**2)))
-                axes[1, j].set_title(f"error {m} (rmse {rmse:.3g})", fontsize=8)
-                if f"{var}_std" in ds:
-                    im = axes[2, j].imshow(
-                        ds[f"{var}_std"].isel({t_dim: day}).values, origin="lower", cmap="viridis"
-                    )
-                    axes[2, j].set_title(f"std {m}", fontsize=8)
-                    fig.colorbar(im, ax=axes[2, j], shrink=0.7)
-            for ax in axes.ravel():
-                if not ax.images:
-                    ax.axis("off")  # nothing to show there (no error for truth, no std for unet)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            fig.suptitle(f"{var}, test day {day}")
-            fig.tight_layout()
-            name = f"maps_day{day:03d}.png"
-            fig.savefig(out / name, dpi=90)
-            plt.close(fig)
-            names.append(name)
+    test = slice(a, b)
+    truth = read_sorted(truth_path, [var], prep["dims"], test)[var]
+    obs = read_sorted(ctx.input("obs.nc"), [f"{var}_obs"], prep["dims"], test)[f"{var}_obs"]
+    preds = {
+        m: read_sorted(ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"])
+        for m in cfg.methods
+    }
+    for day in cfg.report.days:
+        day = min(max(day, 0), truth.sizes[t_dim] - 1)
+        tr = truth.isel({t_dim: day}).values
+        lim = np.nanmax(np.abs(tr))
+        cols = 2 + len(preds)
+        fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 7.2), squeeze=False)
+        kw = {"origin": "lower", "cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
+        axes[0, 0].imshow(tr, **kw)
+        axes[0, 0].set_title("truth")
+        # observations within +-2 days, as the maps of the field are usually shown
+        window = obs.isel({t_dim: slice(max(day - 2, 0), day + 3)})
+        axes[0, 1].imshow(window.mean(t_dim, skipna=True).values, **kw)
+        axes[0, 1].set_title("obs (+-2 days)")
+        for j, (m, ds) in enumerate(preds.items(), start=2):
+            mean = ds[var].isel({t_dim: day}).values
+            axes[0, j].imshow(mean, **kw)
+            axes[0, j].set_title(m)
+            err = mean - tr
+            axes[1, j].imshow(err, origin="lower", cmap="RdBu_r", vmin=-lim / 2, vmax=lim / 2)
+            rmse = float(np.sqrt(np.nanmean(err**2)))
+            axes[1, j].set_title(f"error {m} (rmse {rmse:.3g})", fontsize=8)
+            if f"{var}_std" in ds:
+                im = axes[2, j].imshow(
+                    ds[f"{var}_std"].isel({t_dim: day}).values, origin="lower", cmap="viridis"
+                )
+                axes[2, j].set_title(f"std {m}", fontsize=8)
+                fig.colorbar(im, ax=axes[2, j], shrink=0.7)
+        for ax in axes.ravel():
+            if not ax.images:
+                ax.axis("off")  # nothing to show there (no error for truth, no std for unet)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{var}, test day {day}")
+        fig.tight_layout()
+        name = f"maps_day{day:03d}.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
     return names
 
 
@@ -82,11 +82,11 @@ def _psd(ctx: StageContext, prep: dict[str, Any], metrics: dict[str, Any], out: 
     dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
     dx = prep["grid"]["dx_km"] if prep["grid"]["kind"] == "projected" else None
     fig, ax = plt.subplots(figsize=(6, 4))
-    with xr.open_dataset(cfg.data.path or ctx.input("truth.nc")) as tds:
-        truth = tds[var].isel({t_dim: slice(a, b)}).load()
+    truth_path = cfg.data.path or ctx.input("truth.nc")
+    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
     for m in cfg.methods:
-        with xr.open_dataset(ctx.input(f"predictions/{m}.nc")) as pds:
-            pred = pds[var].load().reindex_like(truth)
+        pred = read_sorted(ctx.input(f"predictions/{m}.nc"), [var], prep["dims"])[var]
+        pred = pred.reindex_like(truth)
         spec = psd_score(pred, truth, dx=dx, **dims)
         k, s = spec["wavenumber_x"], spec["score_x"]
         (line,) = ax.semilogx(1 / k, s, label=m)

@@ -10,7 +10,7 @@ import torch
 
 from geodl.errors import UserInputError
 from geodl.models import FourDVarNet, build_model
-from geodl.models.fourdvarnet import BilinearAEPrior, UNetPrior
+from geodl.models.fourdvarnet import PRIORS, BilinearAEPrior, ConvAEPrior, UNetPrior
 
 TINY = {"n_iter": 2, "prior_hidden": 4, "lstm_hidden": 4}
 
@@ -51,7 +51,7 @@ def test_obs_term_does_not_depend_on_coverage():
     torch.testing.assert_close(net.cost(state, obs, dense), torch.ones(1))
 
 
-@pytest.mark.parametrize("prior", ["bilinear", "unet"])
+@pytest.mark.parametrize("prior", PRIORS)
 def test_prior_cost_and_project_use_the_time_as_channels_prior(prior):
     torch.manual_seed(0)
     net = FourDVarNet(1, 3, **TINY, prior=prior)
@@ -63,7 +63,7 @@ def test_prior_cost_and_project_use_the_time_as_channels_prior(prior):
     torch.testing.assert_close(cost, (x - by_hand).pow(2).mean())
 
 
-@pytest.mark.parametrize("prior", ["bilinear", "unet"])
+@pytest.mark.parametrize("prior", PRIORS)
 def test_training_on_prior_cost_of_the_target_makes_phi_a_prior_of_the_target(prior):
     # The prior-consistency term is a loss that trains phi (and only phi): a few Adam steps on it
     # reduce it (measured: by 14x for bilinear, 4x for unet).
@@ -85,7 +85,10 @@ def test_training_on_prior_cost_of_the_target_makes_phi_a_prior_of_the_target(pr
     assert all(p.grad is None for p in net.lstm.parameters())
 
 
-@pytest.mark.parametrize(("prior", "cls"), [("bilinear", BilinearAEPrior), ("unet", UNetPrior)])
+@pytest.mark.parametrize(
+    ("prior", "cls"),
+    [("bilinear", BilinearAEPrior), ("unet", UNetPrior), ("conv_ae", ConvAEPrior)],
+)
 @pytest.mark.parametrize("project", [True, False])
 def test_constructor_priors_and_projection(prior, cls, project):
     torch.manual_seed(0)
@@ -171,7 +174,9 @@ def test_fixed_weights_are_not_parameters():
 
 
 def test_unknown_prior_lists_the_choices():
-    with pytest.raises(ValueError, match=r"prior='resnet', expected one of \['bilinear', 'unet'\]"):
+    with pytest.raises(
+        ValueError, match=r"prior='resnet', expected one of \['bilinear', 'unet', 'conv_ae'\]"
+    ):
         FourDVarNet(1, 2, prior="resnet")
 
 
