@@ -105,6 +105,7 @@ __all__ = [
     "METHODS",
     "OBS_ONLY",
     "EnKFSection",
+    "EvaluateSection",
     "FourDVarNetSection",
     "FourDVarSection",
     "IEnKSSection",
@@ -122,6 +123,7 @@ __all__ = [
     "ensemble",
     "fourdvarnet_info",
     "check_setup",
+    "check_twin_config",
     "learned_step",
     "linear",
     "obs_dataset",
@@ -1524,6 +1526,51 @@ def check_setup(
 #: The names of :data:`METHODS`, as the config schema checks them (made from the registry, so
 #: that a new entry is accepted by the schema without a second list to keep in step).
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+
+
+def _floor() -> list[MethodName]:
+    return ["linear", "climatology"]
+
+
+class EvaluateSection(Section):
+    """Which methods a twin experiment scores, how (burn-in, tuning twin), and their settings."""
+
+    methods: list[MethodName] = Field(default_factory=_floor, min_length=1)
+    burn_in: int = Field(0, ge=0, description="first steps left out of every score")
+    tune_on: Literal["separate", "scored"] = Field(
+        "separate",
+        description="tuned parameters are chosen on a separately simulated twin (a truth of its "
+        "own, observed where the scored one is) or on the scored twin itself (DAPPER-style)",
+    )
+    tuning_trajectories: int = Field(2, gt=0, description="trajectories of the tuning twin")
+    tuning_seed: int = Field(777, description="seed of the tuning twin (apart from the truth)")
+    enkf: EnKFSection = EnKFSection()
+    ienks: IEnKSSection = IEnKSSection()
+    threedvar: ThreeDVarSection = ThreeDVarSection()
+    fourdvar: FourDVarSection = FourDVarSection()
+
+
+def check_twin_config(cfg: Any, n_time: int | None, dim: int | None) -> None:
+    """:func:`check_setup` of a twin-experiment config (sections ``evaluate``, ``fourdvarnet``,
+    ``observe``, ``simulate``, ``data``) for a truth of ``n_time`` steps and ``dim`` components
+    (None where not known yet: an external file before its stage reads it)."""
+    ev = cfg.evaluate
+    check_setup(
+        ev.methods,
+        n_time=n_time,
+        dim=dim,
+        burn_in=ev.burn_in,
+        fourdvar_window=ev.fourdvar.window,
+        net=cfg.fourdvarnet,
+        obs_std=cfg.observe.noise_std,
+        components=cfg.observe.components,
+        truth_seed=None if cfg.data.path else cfg.simulate.seed,
+        seeds={
+            "fourdvarnet.seed": cfg.fourdvarnet.seed,
+            "evaluate.threedvar.clim_seed": ev.threedvar.clim_seed,
+            "evaluate.tuning_seed": ev.tuning_seed,
+        },
+    )
 
 
 def observed_background_cov(obs: Tensor, obs_std: float, scale: float) -> Tensor:

@@ -29,22 +29,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import xarray as xr
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from geodl.config import Section
 from geodl.errors import DataError
 from geodl.methods import assimilation as da
 from geodl.methods.assimilation import (
-    EnKFSection,
+    EvaluateSection,
     FourDVarNetSection,
-    FourDVarSection,
-    IEnKSSection,
-    MethodName,
-    ThreeDVarSection,
     TwinDataSection,
     TwinObserveSection,
     TwinSimulateSection,
@@ -54,26 +50,6 @@ from geodl.tasks.registry import ExperimentSection, register
 from geodl.training import TrainSection
 
 __all__ = ["AssimilationConfig"]
-
-
-def _floor() -> list[MethodName]:
-    return ["linear", "climatology"]
-
-
-class EvaluateSection(Section):
-    methods: list[MethodName] = Field(default_factory=_floor, min_length=1)
-    burn_in: int = Field(0, ge=0, description="first steps left out of every score")
-    tune_on: Literal["separate", "scored"] = Field(
-        "separate",
-        description="tuned parameters are chosen on a separately simulated twin (a truth of its "
-        "own, observed where the scored one is) or on the scored twin itself (DAPPER-style)",
-    )
-    tuning_trajectories: int = Field(2, gt=0, description="trajectories of the tuning twin")
-    tuning_seed: int = Field(777, description="seed of the tuning twin (apart from the truth)")
-    enkf: EnKFSection = EnKFSection()
-    ienks: IEnKSSection = IEnKSSection()
-    threedvar: ThreeDVarSection = ThreeDVarSection()
-    fourdvar: FourDVarSection = FourDVarSection()
 
 
 class AssimilationConfig(Section):
@@ -97,24 +73,7 @@ class AssimilationConfig(Section):
         return self
 
 
-def _check(cfg: Any, n_time: int | None, dim: int | None) -> None:
-    ev = cfg.evaluate
-    da.check_setup(
-        ev.methods,
-        n_time=n_time,
-        dim=dim,
-        burn_in=ev.burn_in,
-        fourdvar_window=ev.fourdvar.window,
-        net=cfg.fourdvarnet,
-        obs_std=cfg.observe.noise_std,
-        components=cfg.observe.components,
-        truth_seed=None if cfg.data.path else cfg.simulate.seed,
-        seeds={
-            "fourdvarnet.seed": cfg.fourdvarnet.seed,
-            "evaluate.threedvar.clim_seed": ev.threedvar.clim_seed,
-            "evaluate.tuning_seed": ev.tuning_seed,
-        },
-    )
+_check = da.check_twin_config
 
 
 # the settings of the true model, and of the observations, that the train / evaluate stages read
