@@ -95,7 +95,8 @@ class MappingModel:
         out = {"mean": mean.rename("mean")}
         if std is not None:
             out["std"] = std.rename("std")
-        return xr.Dataset(out, attrs={"source": f"geodl.mapping {self.method}"})
+        result = xr.Dataset(out, attrs={"source": f"geodl.mapping {self.method}"})
+        return source.restore_order(result)  # on obs's grid, in its order (e.g. lat descending)
 
 
 def fit(

@@ -55,3 +55,17 @@ def test_descending_latitude_maps_as_ascending_and_is_written_back(tmp_path):
             np.testing.assert_allclose(
                 d.ssh.isel(lat=slice(None, None, -1)).values, a.ssh.values, rtol=1e-4, atol=1e-6
             )
+
+
+def test_python_api_returns_the_obs_grid_in_its_order():
+    import geodl.mapping as gm
+
+    truth = make_field(nt=40, ny=12, nx=12, land=False)["ssh"]
+    rng = np.random.default_rng(0)
+    obs = truth.where(rng.random(truth.shape) < 0.2)
+    model = gm.fit(obs, truth, method="oi", noise_std=0.01)
+    asc = model.reconstruct(obs)
+    flip = {"lat": slice(None, None, -1)}
+    desc = model.reconstruct(obs.isel(flip))
+    np.testing.assert_array_equal(desc.lat.values, obs.lat.values[::-1])
+    np.testing.assert_allclose(desc["mean"].values, asc["mean"].isel(flip).values, rtol=1e-5)
