@@ -8,7 +8,15 @@ import pytest
 
 from geodl import metrics as M
 
-FAMILIES = ("mapping", "spectral", "calibration", "forecast", "assimilation", "distributions")
+FAMILIES = (
+    "mapping",
+    "spectral",
+    "calibration",
+    "forecast",
+    "assimilation",
+    "distributions",
+    "ensemble",
+)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

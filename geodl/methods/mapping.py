@@ -294,9 +294,27 @@ class UNetSection(LearnedSection):
 
 
 class DincaeSection(LearnedSection):
-    terms: ClassVar[tuple[str, ...]] = (*BASE_TERMS, "nll")
+    """DINCAE: ``nll`` trains a diagonal Gaussian; ``model.rank: R`` with the ``lowrank_nll``
+    term adds a rank-R covariance factor over each patch (coherent error samples)."""
+
+    terms: ClassVar[tuple[str, ...]] = (*BASE_TERMS, "nll", "lowrank_nll")
     model_name: ClassVar[str | None] = "dincae"
     loss: dict[str, float] = Field(default_factory=lambda: {"nll": 1.0})
+
+    @model_validator(mode="after")
+    def _rank_and_term(self) -> DincaeSection:
+        rank = self.model.get("rank", 0)
+        if "lowrank_nll" in self.loss and not rank:
+            raise ValueError(
+                "dincae: loss term 'lowrank_nll' needs a covariance factor: set dincae.model.rank "
+                "(e.g. 4)"
+            )
+        if rank and "lowrank_nll" not in self.loss:
+            raise ValueError(
+                f"dincae.model.rank is {rank} but no loss term trains the factor: add "
+                "lowrank_nll to dincae.loss"
+            )
+        return self
 
 
 class FourDVarNetSection(LearnedSection):
@@ -1053,7 +1071,7 @@ def mapping_loss(
     """
     from geodl import losses
 
-    known = (*BASE_TERMS, "nll", "prior")
+    known = (*BASE_TERMS, "nll", "lowrank_nll", "prior")
     try:
         losses.check_terms(weights, dict.fromkeys(known, ""), "mapping", needs=TERM_NEEDS)
     except UserInputError as exc:
@@ -1091,6 +1109,16 @@ def mapping_loss(
                     "fourdvarnet with model.variance: true)"
                 )
             terms["nll"] = losses.gaussian_nll(out.mean, batch.target, log_var=out.log_var, mask=tm)
+        if "lowrank_nll" in weights:
+            if out.factor is None or out.log_var is None:
+                raise ConfigError("loss term 'lowrank_nll' needs dincae with model.rank > 0")
+            terms["lowrank_nll"] = losses.lowrank_gaussian_nll(
+                out.mean.flatten(1),
+                batch.target.flatten(1),
+                factor=out.factor.flatten(1, -2),
+                log_diag=out.log_var.flatten(1),
+                mask=tm.flatten(1),
+            )
         if "prior" in weights:
             if not hasattr(model, "prior_cost"):
                 raise ConfigError("loss term 'prior' needs a model with a prior (fourdvarnet)")
@@ -1253,7 +1281,7 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
                 out = _apply(model, batch.obs, batch.obs_mask, aux)
                 means.append(out.mean)
                 if out.log_var is not None:
-                    stds.append(torch.exp(0.5 * out.log_var))
+                    stds.append(out.std)
                 starts.append(batch.starts)
         start = torch.cat(starts)
         mean = stitch(torch.cat(means), start, data.source, names=[var], normalizer=norm)[var]
@@ -1316,7 +1344,7 @@ def _stream_learned(name: str) -> Callable[..., Path]:
                 out = _apply(model, batch.obs, batch.obs_mask, build_aux(batch, land_channel=land))
             if not has_std:
                 return out.mean
-            return torch.cat([out.mean, torch.exp(0.5 * out.log_var)], dim=2)
+            return torch.cat([out.mean, out.std], dim=2)
 
         return predict_to_file(
             path,

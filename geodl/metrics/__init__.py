@@ -12,7 +12,9 @@ One package, a module per family of scores; every public name is importable from
   diverged (:func:`first_bad_step`, :func:`leave_step`);
 - :mod:`~geodl.metrics.assimilation`: :func:`twin_scores` (DAPPER's convention),
   :func:`denoise_scores`;
-- :mod:`~geodl.metrics.distributions`: :func:`histogram_distance`, :func:`near_fraction`.
+- :mod:`~geodl.metrics.distributions`: :func:`histogram_distance`, :func:`near_fraction`;
+- :mod:`~geodl.metrics.ensemble`: :func:`ensemble_scores` (ensemble CRPS, coverage,
+  spread-skill), :func:`energy_score`, :func:`variogram_score`.
 
 The field scores (mapping, spectral, calibration) take ``prediction`` and ``truth`` (and
 optionally ``std`` and ``mask``) as :class:`xarray.DataArray` with ``time``/``y``/``x`` dims (also
@@ -32,6 +34,7 @@ scored the same way.
 from geodl.metrics.assimilation import dapper_scores, denoise_scores, twin_scores
 from geodl.metrics.calibration import calibration
 from geodl.metrics.distributions import histogram_distance, near_fraction
+from geodl.metrics.ensemble import energy_score, ensemble_scores, variogram_score
 from geodl.metrics.forecast import first_bad_step, forecast_rmse, leave_step
 from geodl.metrics.mapping import mu, nrmse, relative_to, rmse, score, score_units
 from geodl.metrics.spectral import (
@@ -47,6 +50,8 @@ __all__ = [
     "calibration",
     "denoise_scores",
     "effective_resolution",
+    "energy_score",
+    "ensemble_scores",
     "first_bad_step",
     "forecast_rmse",
     "histogram_distance",
@@ -63,4 +68,5 @@ __all__ = [
     "spectrum_log10_error",
     "twin_scores",
     "dapper_scores",
+    "variogram_score",
 ]

@@ -39,9 +39,17 @@ class DINCAE(nn.Module):
         Bounds of the predicted log-variance (in units of the normalised field squared).
     aux_channels : int
         Channels Ca of ``aux``; 0 (the default) builds exactly the model without them.
+    rank : int
+        With ``rank > 0``, a third head predicts a low-rank covariance factor ``(B, T, C, H, W,
+        rank)`` (``MappingOutput.factor``): the error covariance over the patch is
+        ``diag(exp(log_var)) + F F^T``, trained with :func:`geodl.losses.lowrank_gaussian_nll`
+        (loss term ``lowrank_nll``), whose samples (:meth:`MappingOutput.sample`) are maps with
+        spatially coherent errors (Dorta et al. 2018). 0: the diagonal model.
 
     References
     ----------
+    Dorta, G., Vicente, S., Agapito, L., Campbell, N. D. F., Simpson, I. (2018). Structured
+    uncertainty prediction networks. CVPR.
     Barth, A., Alvera-Azcárate, A., Licer, M., Beckers, J.-M. (2020). DINCAE 1.0: a convolutional
     neural network with error estimates to reconstruct sea surface temperature satellite
     observations. Geosci. Model Dev. 13, 1609-1622.
@@ -66,6 +74,7 @@ class DINCAE(nn.Module):
         min_log_var: float = -10.0,
         max_log_var: float = 5.0,
         aux_channels: int = 0,
+        rank: int = 0,
     ) -> None:
         super().__init__()
         check_padding(padding, "DINCAE")
@@ -90,6 +99,11 @@ class DINCAE(nn.Module):
         )
         self.mean_head = PaddedConv(width, in_channels * n_times, 1)
         self.log_var_head = PaddedConv(width, in_channels * n_times, 1)
+        if rank < 0:
+            raise UserInputError(f"DINCAE: rank must be >= 0, got {rank}")
+        self.rank = rank
+        if rank:  # only then: rank 0 keeps the state dict of the diagonal model
+            self.factor_head = PaddedConv(width, in_channels * n_times * rank, 1)
 
     def forward(
         self, obs: Tensor, obs_mask: Tensor | None = None, aux: Tensor | None = None
@@ -110,4 +124,8 @@ class DINCAE(nn.Module):
         features = self.core(x.reshape(b, -1, h, w))  # (B, width, H, W)
         mean = self.mean_head(features).reshape(shape)
         log_var = clamp_log_var(self.log_var_head(features), self.min_log_var, self.max_log_var)
-        return MappingOutput(mean, log_var.reshape(shape))
+        factor = None
+        if self.rank:
+            raw = self.factor_head(features).reshape(b, *shape[1:3], self.rank, h, w)
+            factor = raw.permute(0, 1, 2, 4, 5, 3) / self.rank**0.5  # (B, T, C, H, W, R)
+        return MappingOutput(mean, log_var.reshape(shape), factor)
