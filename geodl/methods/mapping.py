@@ -81,6 +81,7 @@ __all__ = [
     "member_sources",
     "mapping_loss",
     "observed_scales",
+    "patch_ensembles",
     "patch_geometry",
     "prediction_dataset",
     "prepare_inputs",
@@ -1292,6 +1293,48 @@ def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.Data
         return mean, std
 
     return reconstruct
+
+
+def patch_ensembles(
+    name: str,
+    section: LearnedSection,
+    data: MappingData,
+    artifact: Path,
+    split: tuple[int, int],
+    *,
+    n_members: int = 100,
+    time_stride: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """Ensembles of maps drawn from a learned method's predicted Gaussian, patch by patch.
+
+    Patches tile ``split`` without spatial overlap (time windows every ``time_stride`` steps,
+    default the window), so that every member is one draw of the model's joint distribution over
+    the patch: with a low-rank factor (DINCAE ``model.rank``) the errors are coherent over it,
+    with a diagonal variance independent per pixel. Returns ``(members (M, S, N), truth (S, N),
+    (T, H, W))`` in the variable's units, NaN where the truth is missing: the inputs of
+    :func:`geodl.metrics.ensemble_scores`.
+    """
+    model, normalizer = _load_learned(name, section, data, artifact)
+    var = data.variable
+    stats = normalizer["variables"][var]
+    size = {"time": data.patch.time, "y": data.patch.y, "x": data.patch.x}
+    stride = {**size, "time": time_stride or data.patch.time}
+    ds = PatchDataset(data.source, size, stride, split=split, normalizer=Normalizer(normalizer))
+    gen = torch.Generator().manual_seed(seed)
+    members, truths = [], []
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=collate)
+    with torch.no_grad():
+        for batch in loader:
+            aux = build_aux(batch, land_channel=section.land_channel)
+            out = _apply(model, batch.obs, batch.obs_mask, aux)
+            draws = out.sample(n_members, generator=gen)[:, 0]  # (M, T, C, H, W)
+            members.append(draws.reshape(n_members, -1).numpy() * stats["std"] + stats["mean"])
+            t = batch.target[0] * stats["std"] + stats["mean"]
+            truths.append(torch.where(batch.target_mask[0], t, torch.nan).reshape(-1).numpy())
+    if not truths:
+        raise DataError(f"split {split} holds no patch of size {size}")
+    return np.stack(members, 1), np.stack(truths), (size["time"], size["y"], size["x"])
 
 
 def _load_learned(
