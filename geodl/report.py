@@ -91,15 +91,30 @@ def metrics_table_html(metrics: Mapping[str, Any]) -> str:
 
 
 def write_index(
-    report_dir: Path, title: str, metrics: Mapping[str, Any], figures: list[str]
+    report_dir: Path,
+    title: str,
+    metrics: Mapping[str, Any],
+    figures: list[str],
+    *,
+    warnings: list[str] = (),  # type: ignore[assignment]
+    config: str | None = None,
 ) -> Path:
-    """Write ``index.html`` showing the metrics table and ``figures`` (names inside report_dir)."""
+    """Write ``index.html`` showing the metrics table, the run's ``warnings`` (e.g. prepare's),
+    ``figures`` (names inside report_dir) and the resolved ``config`` (YAML text)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     imgs = "\n".join(
         f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>'
         f"{html.escape(f)}</figcaption></figure>"
         for f in figures
     )
+    warned = (
+        "<h2>Warnings</h2><ul>"
+        + "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        + "</ul>\n"
+        if warnings
+        else ""
+    )
+    shown = f"<h2>Config</h2><pre>{html.escape(config)}</pre>\n" if config else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -107,9 +122,9 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}img{{max-width:90
 </head><body><h1>{html.escape(title)}</h1>
 <h2>Metrics ({html.escape(str(metrics.get("task", "")))})</h2>
 {metrics_table_html(metrics)}
-<h2>Figures</h2>
+{warned}<h2>Figures</h2>
 {imgs}
-</body></html>
+{shown}</body></html>
 """
     path = report_dir / "index.html"
     path.write_text(page)

@@ -43,6 +43,14 @@ def test_descending_latitude_maps_as_ascending_and_is_written_back(tmp_path):
     desc = asc.isel(lat=slice(None, None, -1))
     runs = {name: _run(tmp_path, name, ds) for name, ds in (("asc", asc), ("desc", desc))}
     scores = {n: json.loads((r / "metrics.json").read_text())["methods"] for n, r in runs.items()}
+    report = runs["desc"] / "report"
+    page = (report / "index.html").read_text()
+    maps = sorted(p.name for p in report.glob("maps_day*.png"))
+    assert maps
+    for fig in ("rmse_time.png", "spectra.png", "reliability.png", *maps):
+        assert (report / fig).stat().st_size > 10_000 and fig in page  # drawn, and shown
+    assert "<h2>Config</h2>" in page and "ssh_mapping_quick" in page
+    assert page.index("rmse") < page.index("mu") < page.index("crps")  # the field's order
     for method in ("oi", "unet"):
         assert scores["desc"][method]["rmse"] == pytest.approx(
             scores["asc"][method]["rmse"], rel=1e-4

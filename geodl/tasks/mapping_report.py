@@ -13,12 +13,44 @@ from geodl.pipeline import StageContext
 __all__ = ["write_mapping_report"]
 
 
+def _extent(field: Any, y_dim: str, x_dim: str) -> tuple[list[float], str, str]:
+    """``imshow`` extent from the coordinates, and the axis labels with their units."""
+    y, x = field[y_dim], field[x_dim]
+    dy = float(y[1] - y[0]) if y.size > 1 else 1.0
+    dx = float(x[1] - x[0]) if x.size > 1 else 1.0
+    ext = [float(x[0]) - dx / 2, float(x[-1]) + dx / 2, float(y[0]) - dy / 2, float(y[-1]) + dy / 2]
+
+    def label(c: Any, name: str) -> str:
+        units = c.attrs.get("units", "")
+        return f"{name} [{units}]" if units else name
+
+    return ext, label(y, y_dim), label(x, x_dim)
+
+
+def _date(field: Any, t_dim: str, day: int) -> str:
+    if t_dim not in field.coords:
+        return f"test day {day}"
+    value = field[t_dim].values[day]
+    text = (
+        str(np.datetime_as_string(value, unit="D"))
+        if np.issubdtype(np.asarray(value).dtype, np.datetime64)
+        else f"{value:g}"
+        if isinstance(value, int | float | np.number)
+        else str(value)
+    )
+    return f"test day {day} ({t_dim} {text})"
+
+
 def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
+    """Per report day: truth, observations and each map (one shared colour scale and bar), the
+    errors (a symmetric scale shared by every method) and the std where a method gives one (a
+    shared scale), with the grid's coordinates on the axes and the date in the title."""
     import matplotlib.pyplot as plt
 
     cfg = ctx.cfg
     var = cfg.data.variable
-    t_dim = prep["dims"][0]
+    t_dim, y_dim, x_dim = prep["dims"]
+    units = prep.get("units", "") or "field units"
     a, b = prep["splits"]["test"]
     truth_path = cfg.data.path or ctx.input("truth.nc")
     names = []
@@ -29,44 +61,133 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
         m: read_sorted(ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"])
         for m in cfg.methods
     }
+    ext, ylab, xlab = _extent(truth, y_dim, x_dim)
     for day in cfg.report.days:
         day = min(max(day, 0), truth.sizes[t_dim] - 1)
         tr = truth.isel({t_dim: day}).values
-        lim = np.nanmax(np.abs(tr))
+        lim = float(np.nanmax(np.abs(tr)))
+        maps = {m: ds[var].isel({t_dim: day}).values for m, ds in preds.items()}
+        errs = {m: v - tr for m, v in maps.items()}
+        elim = max([float(np.nanpercentile(np.abs(e), 99)) for e in errs.values()] + [1e-12])
+        stds = {
+            m: ds[f"{var}_std"].isel({t_dim: day}).values
+            for m, ds in preds.items()
+            if f"{var}_std" in ds
+        }
+        slim = max([float(np.nanpercentile(v, 99)) for v in stds.values()] + [1e-12])
         cols = 2 + len(preds)
-        fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 7.2), squeeze=False)
-        kw = {"origin": "lower", "cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
-        axes[0, 0].imshow(tr, **kw)
+        fig, axes = plt.subplots(3, cols, figsize=(2.8 * cols, 7.8), squeeze=False)
+        kw = {"origin": "lower", "extent": ext, "aspect": "auto"}
+        field = {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim, **kw}
+        im_field = axes[0, 0].imshow(tr, **field)
         axes[0, 0].set_title("truth")
         # observations within +-2 days, as the maps of the field are usually shown
         window = obs.isel({t_dim: slice(max(day - 2, 0), day + 3)})
-        axes[0, 1].imshow(window.mean(t_dim, skipna=True).values, **kw)
+        axes[0, 1].imshow(window.mean(t_dim, skipna=True).values, **field)
         axes[0, 1].set_title("obs (+-2 days)")
-        for j, (m, ds) in enumerate(preds.items(), start=2):
-            mean = ds[var].isel({t_dim: day}).values
-            axes[0, j].imshow(mean, **kw)
+        im_err = im_std = None
+        for j, m in enumerate(preds, start=2):
+            axes[0, j].imshow(maps[m], **field)
             axes[0, j].set_title(m)
-            err = mean - tr
-            axes[1, j].imshow(err, origin="lower", cmap="RdBu_r", vmin=-lim / 2, vmax=lim / 2)
-            rmse = float(np.sqrt(np.nanmean(err**2)))
+            im_err = axes[1, j].imshow(errs[m], cmap="RdBu_r", vmin=-elim, vmax=elim, **kw)
+            rmse = float(np.sqrt(np.nanmean(errs[m] ** 2)))
             axes[1, j].set_title(f"error {m} (rmse {rmse:.3g})", fontsize=8)
-            if f"{var}_std" in ds:
-                im = axes[2, j].imshow(
-                    ds[f"{var}_std"].isel({t_dim: day}).values, origin="lower", cmap="viridis"
-                )
+            if m in stds:
+                im_std = axes[2, j].imshow(stds[m], cmap="viridis", vmin=0, vmax=slim, **kw)
                 axes[2, j].set_title(f"std {m}", fontsize=8)
-                fig.colorbar(im, ax=axes[2, j], shrink=0.7)
         for ax in axes.ravel():
             if not ax.images:
                 ax.axis("off")  # nothing to show there (no error for truth, no std for unet)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{var}, test day {day}")
-        fig.tight_layout()
+        for ax in axes[:, 0]:
+            ax.set_ylabel(ylab, fontsize=7)
+        for ax in axes[-1]:
+            ax.set_xlabel(xlab, fontsize=7)
+        for ax in axes.ravel():
+            ax.tick_params(labelsize=6)
+        fig.colorbar(im_field, ax=list(axes[0]), shrink=0.8, label=f"{var} [{units}]")
+        if im_err is not None:
+            fig.colorbar(im_err, ax=list(axes[1]), shrink=0.8, label=f"map - truth [{units}]")
+        if im_std is not None:
+            fig.colorbar(im_std, ax=list(axes[2]), shrink=0.8, label=f"std [{units}]")
+        fig.suptitle(f"{var}, {_date(truth, t_dim, day)}")
         name = f"maps_day{day:03d}.png"
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
         names.append(name)
+    return names
+
+
+def _over_time(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
+    """RMSE of every method over the test period; the reconstructions' x-spectra against the
+    truth's; and, for methods with a std, the reliability of their central intervals."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    cfg = ctx.cfg
+    var = cfg.data.variable
+    t_dim, y_dim, x_dim = prep["dims"]
+    units = prep.get("units", "")
+    a, b = prep["splits"]["test"]
+    truth_path = cfg.data.path or ctx.input("truth.nc")
+    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
+    t = truth[t_dim].values if t_dim in truth.coords else np.arange(truth.sizes[t_dim])
+    tr = truth.values
+    ok_t = np.isfinite(tr)
+    fig_r, ax_r = plt.subplots(figsize=(6.5, 3.5))
+    fig_s, ax_s = plt.subplots(figsize=(6, 4))
+    fig_c, ax_c = plt.subplots(figsize=(4.5, 4.5))
+    nominal = np.linspace(0.1, 0.9, 9)
+    reliable = False
+
+    def spectrum(v: np.ndarray) -> np.ndarray:
+        v = np.where(np.isfinite(v), v, 0.0)
+        v = v - v.mean(-1, keepdims=True)
+        return (np.abs(np.fft.rfft(v, axis=-1)) ** 2).mean(axis=(0, 1))
+
+    dx = float(prep["grid"]["dx_km"])
+    k = np.fft.rfftfreq(tr.shape[-1], d=dx)[1:]
+    ax_s.loglog(k, spectrum(tr)[1:], "k", lw=2, label="truth")
+    for m in cfg.methods:
+        ds = read_sorted(ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"])
+        pred = ds[var].reindex_like(truth).values
+        ok = ok_t & np.isfinite(pred)
+        err2 = np.where(ok, (pred - tr) ** 2, 0.0)
+        rmse = np.sqrt(err2.sum((1, 2)) / np.maximum(ok.sum((1, 2)), 1))
+        ax_r.plot(t, rmse, label=m)
+        ax_s.loglog(k, spectrum(np.where(ok, pred, 0.0))[1:], label=m)
+        if f"{var}_std" in ds:
+            std = ds[f"{var}_std"].reindex_like(truth).values
+            good = ok & np.isfinite(std) & (std > 0)
+            z = np.abs(pred - tr)[good] / std[good]
+            ax_c.plot(
+                nominal, [(z <= norm.ppf(0.5 + p / 2)).mean() for p in nominal], "o-", label=m
+            )
+            reliable = True
+    ax_r.set_ylabel(f"RMSE [{units}]" if units else "RMSE")
+    ax_r.set_xlabel(t_dim)
+    ax_r.set_title("RMSE over the test period")
+    ax_r.legend(fontsize=8)
+    fig_r.autofmt_xdate()
+    fig_r.tight_layout()
+    fig_r.savefig(out / "rmse_time.png", dpi=100)
+    ax_s.set_xlabel("wavenumber along x [cycles per km]")
+    ax_s.set_ylabel(f"power [{units}^2]" if units else "power")
+    ax_s.set_title("x-spectra of the maps and of the truth (test period)")
+    ax_s.legend(fontsize=8)
+    fig_s.tight_layout()
+    fig_s.savefig(out / "spectra.png", dpi=100)
+    names = ["rmse_time.png", "spectra.png"]
+    if reliable:
+        ax_c.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax_c.set_xlabel("nominal coverage of the central interval")
+        ax_c.set_ylabel("observed coverage (test period)")
+        ax_c.set_title("reliability of the std")
+        ax_c.legend(fontsize=8)
+        fig_c.tight_layout()
+        fig_c.savefig(out / "reliability.png", dpi=100)
+        names.append("reliability.png")
+    for fig in (fig_r, fig_s, fig_c):
+        plt.close(fig)
     return names
 
 
@@ -149,6 +270,7 @@ def write_mapping_report(ctx: StageContext) -> None:
     metrics = json.loads(ctx.input("metrics.json").read_text())
     figures = _maps(ctx, prep, out)
     figures.append(_psd(ctx, prep, metrics, out))
+    figures.extend(_over_time(ctx, prep, out))
     tuning = _oi_tuning(metrics, out)
     if tuning:
         figures.append(tuning)
@@ -158,4 +280,13 @@ def write_mapping_report(ctx: StageContext) -> None:
             name = f"learning_curves_{m}.png"
             plot_learning_curves(logs, out / name, title=f"{m} learning curves")
             figures.append(name)
-    write_index(out, ctx.cfg.experiment.name, metrics, figures)
+    from geodl.config import dump_yaml
+
+    write_index(
+        out,
+        ctx.cfg.experiment.name,
+        metrics,
+        figures,
+        warnings=prep.get("warnings", []),
+        config=dump_yaml(ctx.cfg),
+    )
