@@ -30,19 +30,21 @@ def _run_dir(cfg, out: str | None) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from geodl.data.cluster import dask_client
     from geodl.pipeline import run_experiment
     from geodl.tasks import load_config
 
     cfg, experiment = load_config(args.config, args.set)
     forced = [f for f in args.force if f != "*"]
-    result = run_experiment(
-        cfg,
-        experiment,
-        _run_dir(cfg, args.out),
-        only=getattr(args, "stage_name", None),
-        force=forced,
-        force_all="*" in args.force,
-    )
+    with dask_client(args.dask_workers, args.scheduler):
+        result = run_experiment(
+            cfg,
+            experiment,
+            _run_dir(cfg, args.out),
+            only=getattr(args, "stage_name", None),
+            force=forced,
+            force_all="*" in args.force,
+        )
     print(
         f"[geodl] {len(result.ran)} stage(s) ran, {len(result.skipped)} skipped; "
         f"outputs in {result.run_dir}"
@@ -166,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_opts = argparse.ArgumentParser(add_help=False)
     run_opts.add_argument("--out", help="run directory (default: runs/EXPERIMENT_NAME)")
+    run_opts.add_argument(
+        "--dask-workers",
+        type=int,
+        help="run the stages' Dask computations (statistics, reading) on a LocalCluster of N workers",
+    )
+    run_opts.add_argument(
+        "--scheduler", help="run the stages' Dask computations on an existing Dask scheduler"
+    )
 
     parser = argparse.ArgumentParser(
         prog="geodl",

@@ -110,3 +110,25 @@ def test_lowrank_dincae_end_to_end_and_its_ensembles(tmp_path):
     assert ens.shape[0] == 8 and ens.shape[1:] == truth.shape and truth.shape[1] == np.prod(shape)
     scores = ensemble_scores(ens, truth, shape)
     assert all(np.isfinite(v) for v in scores.values())
+
+
+@pytest.mark.slow
+def test_run_on_a_local_dask_cluster_gives_the_in_process_outputs(tmp_path):
+    """`geodl run --dask-workers 2`: the stages' Dask work (statistics, reading) on a 2-worker
+    LocalCluster; the same prepare.json and scores as in process (the scale issue, item 2)."""
+    path = tmp_path / "f.nc"
+    make_field(nt=120, ny=16, nx=16, land=False).to_netcdf(path)
+    sets = [f"data.path={path}", "methods=[oi]", *SETTINGS[1:5]]
+    outs = {}
+    for name, extra in (("local", []), ("cluster", ["--dask-workers", "2"])):
+        out = tmp_path / name
+        args = ["run", "configs/ssh_mapping_quick.yaml", "--out", str(out), *extra]
+        assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
+        outs[name] = out
+    prep = {n: json.loads((o / "prepare.json").read_text()) for n, o in outs.items()}
+    assert prep["cluster"] == prep["local"]
+    got = {
+        n: json.loads((o / "metrics.json").read_text())["methods"]["oi"] for n, o in outs.items()
+    }
+    assert got["cluster"] == pytest.approx(got["local"], rel=1e-9)
+    assert main(["run", "configs/ssh_mapping_quick.yaml", "--dask-workers", "0"]) == 2
