@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/ssh_mapping_quick.yaml"
 VARIANTS = {
     "diagonal": ["dincae.loss={nll: 1.0}"],
-    "lowrank": ["dincae.loss={lowrank_nll: 1.0}", "dincae.model={depth: 2, width: 16, rank: 4}"],
+    "lowrank": [
+        "dincae.loss={mse: 1.0, lowrank_nll: 1.0}",
+        "dincae.model={depth: 2, width: 16, rank: 4}",
+    ],
 }
 PIPELINE = ("rmse", "mu", "coverage_68", "coverage_95", "crps")
 

@@ -91,7 +91,7 @@ def test_lowrank_dincae_end_to_end_and_its_ensembles(tmp_path):
     sets = [
         f"data.path={path}",
         "methods=[dincae]",
-        "dincae.loss={lowrank_nll: 1.0}",
+        "dincae.loss={mse: 1.0, lowrank_nll: 1.0}",
         "dincae.model={depth: 1, width: 4, rank: 2}",
         *[s for s in SETTINGS if not s.startswith(("methods", "unet"))],
         "dincae.train.max_epochs=1",

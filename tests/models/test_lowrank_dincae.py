@@ -58,8 +58,14 @@ def test_config_needs_rank_and_term_together():
         load_config(quick, ["dincae.model={depth: 2, width: 16, rank: 4}"])
     with pytest.raises(ConfigError, match="lowrank_nll"):
         load_config(quick, ["unet.loss={lowrank_nll: 1.0}"])
+    with pytest.raises(ConfigError, match="add mse"):
+        load_config(
+            quick,
+            ["dincae.model={depth: 2, width: 16, rank: 4}", "dincae.loss={nll: 1, lowrank_nll: 1}"],
+        )
     cfg, _ = load_config(
-        quick, ["dincae.model={depth: 2, width: 16, rank: 4}", "dincae.loss={lowrank_nll: 1.0}"]
+        quick,
+        ["dincae.model={depth: 2, width: 16, rank: 4}", "dincae.loss={mse: 1.0, lowrank_nll: 1.0}"],
     )
     assert cfg.dincae.model["rank"] == 4
 
@@ -82,7 +88,7 @@ def test_lowrank_term_trains_the_factor():
         y0=torch.zeros(4, dtype=torch.long),
         x0=torch.zeros(4, dtype=torch.long),
     )
-    loss_fn = mapping_loss({"lowrank_nll": 1.0})
+    loss_fn = mapping_loss({"mse": 1.0, "lowrank_nll": 1.0})
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
@@ -93,3 +99,20 @@ def test_lowrank_term_trains_the_factor():
         assert model.factor_head.conv.weight.grad.abs().sum() > 0
         opt.step()
     assert float(terms["loss"].detach()) < first - 0.1
+
+
+def test_lowrank_term_leaves_the_mean_to_the_point_wise_term():
+    from geodl.data.batch import Batch
+    from geodl.methods.mapping import mapping_loss
+
+    model = build_model("dincae", in_channels=1, n_times=3, depth=1, width=4, rank=2)
+    z = torch.randn(2, 3, 1, 8, 8)
+    m = torch.ones_like(z, dtype=torch.bool)
+    batch = Batch(
+        target=z, obs=z, obs_mask=m, target_mask=m,
+        land_mask=torch.zeros(2, 1, 1, 8, 8, dtype=torch.bool), time_index=torch.arange(2),
+        y0=torch.zeros(2, dtype=torch.long), x0=torch.zeros(2, dtype=torch.long),
+    )  # fmt: skip
+    mapping_loss({"lowrank_nll": 1.0})(model, batch)["loss"].backward()
+    assert model.mean_head.conv.weight.grad is None or not model.mean_head.conv.weight.grad.any()
+    assert model.factor_head.conv.weight.grad.abs().sum() > 0
