@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["lazy_field", "make_field", "write_netcdf", "write_zarr"]
+__all__ = ["gaussian_twin", "lazy_field", "make_field", "write_netcdf", "write_zarr"]
 
 
 def make_field(
@@ -105,6 +105,43 @@ def make_field(
         },
         attrs={"title": "geodl synthetic field"},
     )
+
+
+def gaussian_twin(nt: int = 120, n: int = 16, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset]:
+    """A mapping twin on a projected grid of ``n`` x ``n`` 10 km cells over ``nt`` days.
+
+    Truth ``ssh``: a smooth Gaussian random field (unit std, ~2 days, ~15 km); ``sst``: the truth
+    plus noise of 0.1 (an informative predictor); ``depth`` / ``depth_t``: uninformative static
+    fields; ``dead``: all NaN; no land. Observations ``ssh``: 5 % of the cells, noise 0.05.
+    Returns ``(truth, obs)``.
+    """
+    rng = np.random.default_rng(seed)
+    kt = np.fft.fftfreq(nt)[:, None, None]
+    ky = np.fft.fftfreq(n)[None, :, None]
+    kx = np.fft.fftfreq(n)[None, None, :]
+    gain = np.exp(-2 * np.pi**2 * (4 * kt**2 + 2 * (ky**2 + kx**2)))
+    g = np.fft.ifftn(np.fft.fftn(rng.standard_normal((nt, n, n))) * gain).real
+    g /= g.std()
+    sst = g + 0.1 * rng.standard_normal(g.shape)
+    obs = g + 0.05 * rng.standard_normal(g.shape)
+    obs[rng.random(g.shape) > 0.05] = np.nan
+    coords = {
+        "time": np.arange(nt, dtype=float),
+        "y": ("y", np.arange(n) * 10.0, {"units": "km"}),
+        "x": ("x", np.arange(n) * 10.0, {"units": "km"}),
+    }
+    d = ("time", "y", "x")
+    truth = xr.Dataset(
+        {
+            "ssh": (d, g.astype("f4"), {"units": "m"}),
+            "sst": (d, sst.astype("f4")),
+            "depth": (d[1:], (1000 + 100 * rng.standard_normal((n, n))).astype("f4")),
+            "depth_t": (d, np.repeat(rng.standard_normal((1, n, n)), nt, 0).astype("f4")),
+            "dead": (d, np.full(g.shape, np.nan, "f4")),
+        },
+        coords=coords,
+    )
+    return truth, xr.Dataset({"ssh": (d, obs.astype("f4"))}, coords=coords)
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:

@@ -30,42 +30,11 @@ from geodl.methods.mapping import (
 from geodl.models import DINCAE, FourDVarNet, UNet, build_model
 from geodl.models.fourdvarnet import ConvAEPrior
 from geodl.tasks.mapping import experiment
+from geodl.testing import gaussian_twin
 
 #: The predictor must bring the UNet's test RMSE below this fraction of the RMSE without it
 #: (measured: 0.52, 0.344 against 0.666).
 RMSE_RATIO = 0.7
-
-
-def _twin(nt=120, n=16, seed=0):
-    """Truth ``ssh``: a smooth Gaussian random field (unit std, ~2 days, ~15 km); ``sst``: the
-    truth plus noise of 0.1; ``land``-free. Observations: 5 % of the cells, noise 0.05."""
-    rng = np.random.default_rng(seed)
-    kt = np.fft.fftfreq(nt)[:, None, None]
-    ky = np.fft.fftfreq(n)[None, :, None]
-    kx = np.fft.fftfreq(n)[None, None, :]
-    gain = np.exp(-2 * np.pi**2 * (4 * kt**2 + 2 * (ky**2 + kx**2)))
-    g = np.fft.ifftn(np.fft.fftn(rng.standard_normal((nt, n, n))) * gain).real
-    g /= g.std()
-    sst = g + 0.1 * rng.standard_normal(g.shape)
-    obs = g + 0.05 * rng.standard_normal(g.shape)
-    obs[rng.random(g.shape) > 0.05] = np.nan
-    coords = {
-        "time": np.arange(nt, dtype=float),
-        "y": ("y", np.arange(n) * 10.0, {"units": "km"}),
-        "x": ("x", np.arange(n) * 10.0, {"units": "km"}),
-    }
-    d = ("time", "y", "x")
-    truth = xr.Dataset(
-        {
-            "ssh": (d, g.astype("f4"), {"units": "m"}),
-            "sst": (d, sst.astype("f4")),
-            "depth": (d[1:], (1000 + 100 * rng.standard_normal((n, n))).astype("f4")),
-            "depth_t": (d, np.repeat(rng.standard_normal((1, n, n)), nt, 0).astype("f4")),
-            "dead": (d, np.full(g.shape, np.nan, "f4")),
-        },
-        coords=coords,
-    )
-    return truth, xr.Dataset({"ssh": (d, obs.astype("f4"))}, coords=coords)
 
 
 def _yaml(tmp, extra=""):
@@ -85,7 +54,7 @@ report: {{days: [0]}}
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("twin")
-    truth, obs = _twin()
+    truth, obs = gaussian_twin()
     truth.to_netcdf(tmp / "truth.nc")
     obs.to_netcdf(tmp / "obs.nc")
     cfg = tmp / "aux.yaml"

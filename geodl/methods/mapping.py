@@ -40,6 +40,7 @@ import torch
 import xarray as xr
 from pydantic import Field, model_validator
 
+from geodl.atomic import atomic_path
 from geodl.config import Section
 from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
 from geodl.data.batch import build_aux
@@ -52,6 +53,7 @@ from geodl.methods.observing import (
     observe,
     observe_members,
 )
+from geodl.models.outputs import ScaledUncertainty
 from geodl.training import (
     AdversarialSection,
     TrainSection,
@@ -259,6 +261,11 @@ class LearnedSection(Section):
     )
     mask_swap: float = Field(0.0, ge=0, le=1, description="probability of mask-swap augmentation")
     land_channel: bool = Field(False, description="feed the land mask as an input channel")
+    calibrate: bool = Field(
+        True,
+        description="scale the predicted std (and covariance factor) to maximise the validation "
+        "likelihood, for models with a variance head (the OI's std is calibrated on validation too)",
+    )
     extra_members: int | None = Field(
         None, ge=0, description="extra training realisations used (default: every one there is)"
     )
@@ -1259,15 +1266,48 @@ def _fit_learned(name: str) -> Callable[..., dict[str, Any]]:
         )
         best = result.averaged_path or result.best_path or result.last_path
         log.info("%s trained: %d epochs, best val %s", name, result.epochs, result.best_score)
-        shutil.copyfile(best, artifact)
+        ckpt = load_checkpoint(best)
+        scales = None
+        if section.calibrate:
+            model = load_model_weights(model, ckpt).eval()
+            scales = _calibrate(model, val, section, spec.val_batch_size or spec.batch_size)
+        if scales is None:
+            shutil.copyfile(best, artifact)
+        else:
+            log.info("%s: std scaled on validation by %s", name, scales)
+            ckpt["geodl"]["calibration"] = scales
+            with atomic_path(artifact) as tmp:
+                torch.save(ckpt, tmp)
         return {
             "epochs": result.epochs,
             "best_val": None if result.best_score is None else float(result.best_score),
             "train_windows": len(train),
             "realisations": 1 + len(extra),
+            **({"calibration": scales} if scales else {}),
         }
 
     return fit_method
+
+
+def _calibrate(
+    model: torch.nn.Module, val: PatchDataset, section: LearnedSection, batch_size: int
+) -> dict[str, float] | None:
+    """:func:`~geodl.training.calibration.fit_std_scales` over the validation windows (None for
+    a model without a variance head)."""
+    from geodl.training.calibration import fit_std_scales
+
+    outs, targets, masks = [], [], []
+    loader = torch.utils.data.DataLoader(val, batch_size=batch_size, collate_fn=collate)
+    with torch.no_grad():
+        for batch in loader:
+            aux = build_aux(batch, land_channel=section.land_channel)
+            out = _apply(model, batch.obs, batch.obs_mask, aux)
+            if out.log_var is None:
+                return None
+            outs.append(out)
+            targets.append(batch.target)
+            masks.append(batch.target_mask)
+    return fit_std_scales(outs, targets, masks)
 
 
 def _reconstruct_learned(name: str) -> Callable[..., tuple[xr.DataArray, xr.DataArray | None]]:
@@ -1363,6 +1403,9 @@ def _load_learned(
             "training or train again"
         )
     model = load_model_weights(_build(name, section, data), ckpt).eval()
+    scales = ckpt["geodl"].get("calibration")
+    if scales:  # fitted on the validation period when the model was trained
+        model = ScaledUncertainty(model, scales["diag"], scales["factor"]).eval()
     return model, ckpt["geodl"]["normalizer"]
 
 

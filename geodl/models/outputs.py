@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from geodl.errors import UserInputError
 
-__all__ = ["MappingOutput", "clamp_log_var"]
+__all__ = ["MappingOutput", "ScaledUncertainty", "clamp_log_var"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class MappingOutput:
             var = var + (self.factor**2).sum(-1)
         return torch.sqrt(var)
 
+    def scaled(self, diag: float = 1.0, factor: float = 1.0) -> MappingOutput:
+        """The same mean with the diagonal std multiplied by ``diag`` and the covariance factor
+        by ``factor`` (the covariance becomes ``diag**2 D + factor**2 F F^T``)."""
+        if self.log_var is None:
+            return self
+        log_var = self.log_var + 2 * math.log(diag)
+        fac = None if self.factor is None else self.factor * factor
+        return MappingOutput(self.mean, log_var, fac)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws ``(n, B, T, C, H, W)`` of the predicted Gaussian: the diagonal part
         independently per pixel, the low-rank part (``factor``) with ``R`` shared normal weights
@@ -64,3 +74,19 @@ class MappingOutput:
 def clamp_log_var(raw: Tensor, min_log_var: float, max_log_var: float) -> Tensor:
     """Clamp a raw log-variance so that ``exp(-log_var)`` in the likelihood never overflows."""
     return raw.clamp(min_log_var, max_log_var)
+
+
+class ScaledUncertainty(nn.Module):
+    """A mapping model whose predicted uncertainty is rescaled after training.
+
+    The scales are fitted on held-out data (:func:`geodl.training.calibration.fit_std_scales`)
+    and travel with the checkpoint; keeping them in a wrapper leaves the trained model itself,
+    and its weights, as they were trained.
+    """
+
+    def __init__(self, model: nn.Module, diag: float = 1.0, factor: float = 1.0) -> None:
+        super().__init__()
+        self.model, self.diag, self.factor = model, float(diag), float(factor)
+
+    def forward(self, *args: Tensor) -> MappingOutput:
+        return self.model(*args).scaled(self.diag, self.factor)
