@@ -66,7 +66,15 @@ def run(seed: int, variant: str, out: Path, extra: list[str], members: int, stri
     cmd = [sys.executable, "-m", "geodl.cli", "run", CONFIG, "--out", str(out)]
     subprocess.run([*cmd, *(x for s in sets for x in ("--set", s))], check=True, cwd=ROOT)
     m = json.loads((out / "metrics.json").read_text())["methods"]["dincae"]
-    return {**{k: m[k] for k in PIPELINE}, **ensemble(out, members, stride, seed)}
+    import torch
+
+    ckpt = torch.load(out / "models" / "dincae.ckpt", weights_only=True)["geodl"]
+    scales = ckpt.get("calibration") or {"diag": 1.0, "factor": 1.0}  # fitted on validation
+    return {
+        **{k: m[k] for k in PIPELINE},
+        **ensemble(out, members, stride, seed),
+        **{f"scale_{k}": v for k, v in scales.items()},
+    }
 
 
 def main() -> None:
