@@ -343,7 +343,7 @@ class StitchWriter:
             variables[n] = da.assign_attrs(self.attrs.get(n, {}))
         given = self.dataset_attrs
         attrs = dict(given if given is not None else self.source.dataset_attrs)
-        attrs["history"] = _history(attrs.get("history"))
+        attrs["history"] = history(attrs.get("history"))
         template = xr.Dataset(variables, attrs=attrs)
         chunks = (1, *self.tile)
         # CF: coordinates have no missing values, so no _FillValue (xarray adds NaN by default)
@@ -464,14 +464,14 @@ class StitchWriter:
             self._ctx.__exit__(exc_type, exc, tb)
 
 
-def _history(previous: str | None) -> str:
+def history(previous: str | None, action: str = "reconstruction stitched from patch predictions") -> str:
     """The CF ``history`` attribute: a dated line for this write after the input's history."""
     import importlib.metadata
     from datetime import UTC, datetime
 
     version = importlib.metadata.version("geodl")  # the low layer does not import the package top
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    line = f"{now}: geodl {version}, reconstruction stitched from patch predictions"
+    line = f"{now}: geodl {version}, {action}"
     return f"{previous}\n{line}" if previous else line
 
 

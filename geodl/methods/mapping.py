@@ -714,22 +714,31 @@ def prepare_inputs(
 
 
 def prediction_attrs(
-    var: str, method: str, units: str, experiment: str
+    var: str, method: str, units: str, experiment: str, standard_name: str | None = None
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """``(variable attributes by name, global attributes)`` of a method's prediction file."""
-    variables = {
-        var: {"long_name": f"{var} reconstructed by {method}", "units": units},
-        f"{var}_std": {
-            "long_name": f"standard deviation of the {method} reconstruction error",
-            "units": units,
-        },
-    }
+    """``(variable attributes by name, global attributes)`` of a method's prediction file.
+
+    The mean keeps the field's ``standard_name`` (where the input has one) and names its std as
+    an ancillary variable; the std takes CF's ``standard_error`` modifier of that name, so that no
+    tool reads it as the field itself.
+    """
+    mean = {"long_name": f"{var} reconstructed by {method}", "units": units}
+    std = {"long_name": f"standard deviation of the {method} reconstruction error", "units": units}
+    if standard_name:
+        mean["standard_name"] = standard_name
+        std["standard_name"] = f"{standard_name} standard_error"
+    mean["ancillary_variables"] = f"{var}_std"  # dropped where the method gives no std
     glob = {
         "Conventions": "CF-1.8",
         "title": f"geodl mapping: {method}",
         "source": f"geodl {method} ({experiment})",
     }
-    return variables, glob
+    return {var: mean, f"{var}_std": std}, glob
+
+
+def _without_std(attrs: dict[str, dict[str, str]], var: str) -> dict[str, dict[str, str]]:
+    mean = {k: v for k, v in attrs[var].items() if k != "ancillary_variables"}
+    return {var: mean}
 
 
 def prediction_dataset(
@@ -739,19 +748,30 @@ def prediction_dataset(
     method: str,
     units: str,
     experiment: str,
+    standard_name: str | None = None,
 ) -> xr.Dataset:
-    """A method's reconstruction as a CF dataset: ``var`` (mean) and ``{var}_std`` where given.
+    """A method's reconstruction as a CF dataset: ``var`` (mean) and ``{var}_std`` where given,
+    with the attributes of :func:`prediction_attrs` and a ``history`` line."""
+    from geodl.data.stitch import history
 
-    The std is the error's spread, not the field: it keeps none of the field's CF identity
-    (``standard_name``), which tools would otherwise read as the field itself.
-    """
-    attrs, glob = prediction_attrs(var, method, units, experiment)
-    out = {var: mean.assign_attrs(attrs[var])}
+    attrs, glob = prediction_attrs(var, method, units, experiment, standard_name)
+    if std is None:
+        attrs = _without_std(attrs, var)
+    keep = {
+        k: v for k, v in mean.attrs.items() if k not in ("standard_name", "ancillary_variables")
+    }
+    out = {var: mean.copy(deep=False)}
+    out[var].attrs = {**keep, **attrs[var]}
     if std is not None:
-        kept = {k: v for k, v in std.attrs.items() if k != "standard_name"}
         out[f"{var}_std"] = std.copy(deep=False)
-        out[f"{var}_std"].attrs = {**kept, **attrs[f"{var}_std"]}
-    return xr.Dataset(out, attrs=glob)
+        out[f"{var}_std"].attrs = attrs[f"{var}_std"]
+    return xr.Dataset(out, attrs={**glob, "history": history(None, f"{method} reconstruction")})
+
+
+def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """NetCDF encoding of ``ds`` with no ``_FillValue`` on its coordinates (CF: coordinates have
+    no missing values; xarray adds NaN by default)."""
+    return {str(c): {"_FillValue": None} for c in ds.coords}
 
 
 def write_reconstruction(
@@ -771,16 +791,19 @@ def write_reconstruction(
     result of ``reconstruct``. Both give the file :func:`prediction_dataset` describes.
     """
     entry = get_method(method)
-    attrs, glob = prediction_attrs(data.variable, method, units, experiment)
+    sn = data.source.attrs.get(data.variable, {}).get("standard_name")
+    attrs, glob = prediction_attrs(data.variable, method, units, experiment, sn)
     if entry.stream is not None:
         entry.stream(section, data, artifact, split, path, attrs=attrs, dataset_attrs=glob)
     else:
         mean, std = entry.reconstruct(section, data, artifact, split)
-        prediction_dataset(mean, std, data.variable, method, units, experiment).to_netcdf(path)
+        ds = prediction_dataset(mean, std, data.variable, method, units, experiment, sn)
+        ds.to_netcdf(path, encoding=cf_encoding(ds))
     if data.source.order:  # a descending or wrapping input grid: written back in its order
         tmp = path.with_name(f".unsorted-{path.name}")
         with xr.open_dataset(path, chunks={}) as ds:
-            restore_order(ds, data.source.order).to_netcdf(tmp)
+            back = restore_order(ds, data.source.order)
+            back.to_netcdf(tmp, encoding=cf_encoding(back))
         tmp.replace(path)
     return path
 
@@ -1454,7 +1477,7 @@ def _stream_learned(name: str) -> Callable[..., Path]:
             normalizer=stats,
             batch_size=batch_size,
             names=names,
-            attrs={n: attrs[n] for n in names},
+            attrs=attrs if has_std else _without_std(attrs, var),
             dataset_attrs=dataset_attrs,
         )
 
