@@ -61,11 +61,32 @@ def metrics_table_text(metrics: Mapping[str, Any]) -> str:
     for name, values in methods.items():
         if not isinstance(values, Mapping):
             continue
-        cells = [
-            f"{values[c]:.4g}" if isinstance(values.get(c), int | float) else "" for c in columns
-        ]
+        cells = [_cell(metrics, name, c) for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = _bounds_note(metrics)
+    return "\n".join(lines) + (f"\n{note}" if note else "")
+
+
+def _cell(metrics: Mapping[str, Any], method: str, column: str) -> str:
+    """One table cell: the value to 4 digits, with ``<=`` / ``>=`` where it is a bound
+    (``metrics["bounds"]``: a PSD score that never crossed 0.5) and ``?`` where a ratio mixes
+    bounds of both sides."""
+    value = metrics["methods"][method].get(column)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    side = metrics.get("bounds", {}).get(method, {}).get(column)
+    if side == "?":
+        return f"{value:.4g}?"
+    return f"{side} {value:.4g}" if side else f"{value:.4g}"
+
+
+def _bounds_note(metrics: Mapping[str, Any]) -> str:
+    if not metrics.get("bounds"):
+        return ""
+    return (
+        "<= / >=: a bound, not a measured resolution (the PSD score is above 0.5 at every "
+        "resolved scale, or below it at every one)"
+    )
 
 
 def metrics_table_html(metrics: Mapping[str, Any]) -> str:
@@ -82,12 +103,11 @@ def metrics_table_html(metrics: Mapping[str, Any]) -> str:
     for name, values in methods.items():
         if not isinstance(values, Mapping):
             continue
-        cells = "".join(
-            f"<td>{values[c]:.4g}</td>" if isinstance(values.get(c), int | float) else "<td></td>"
-            for c in columns
-        )
+        cells = "".join(f"<td>{html.escape(_cell(metrics, name, c))}</td>" for c in columns)
         rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
-    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+    note = _bounds_note(metrics)
+    note = f"<p class='note'>{html.escape(note)}</p>" if note else ""
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>{note}"
 
 
 def write_index(

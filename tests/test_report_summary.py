@@ -45,3 +45,68 @@ def test_run_summary_prints_the_table_and_report(tmp_path, capsys):
     assert out.rstrip().endswith(f"[geodl] report: {tmp_path / 'report' / 'index.html'}")
     _print_summary(tmp_path / "missing")  # a run without metrics prints nothing
     assert capsys.readouterr().out == ""
+
+
+def test_bounds_are_marked_not_shown_as_measured():
+    metrics = {
+        "methods": {
+            "oi": {"rmse": 1.0, "lambda_x": 500.0},
+            "unet": {"rmse": 0.5, "lambda_x": 60.0, "lambda_x_ratio_oi": 0.12},
+        },
+        "bounds": {"oi": {"lambda_x": ">="}, "unet": {"lambda_x_ratio_oi": "<="}},
+    }
+    text = metrics_table_text(metrics)
+    assert "| oi | 1 | >= 500 |" in text and "<= 0.12" in text and "| 60 |" in text
+    assert "a bound, not a measured resolution" in text
+    html = metrics_table_html(metrics)
+    assert "&gt;= 500" in html and "a bound" in html
+    assert "bound" not in metrics_table_text({"methods": metrics["methods"]})
+
+
+def test_score_reports_the_bound_side_instead_of_warning():
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    from geodl.metrics import score
+
+    rng = np.random.default_rng(0)
+    truth = xr.DataArray(rng.normal(size=(16, 8, 16)), dims=("time", "y", "x"))
+    bounds: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning escapes when bounds are asked for
+        good = score(truth + 0.01 * rng.normal(size=truth.shape), truth, bounds=bounds)
+    assert bounds == {"lambda_x": "<=", "lambda_t": "<="}  # white noise, finely resolved
+    assert good["lambda_x"] == 2.0  # the Nyquist wavelength of unit cells
+    bounds = {}
+    score(xr.zeros_like(truth) + rng.normal(size=truth.shape), truth, bounds=bounds)
+    assert set(bounds.values()) <= {">=", "<="} and bounds  # nothing resolved: at least the domain
+
+
+def test_metrics_json_records_bounds_and_ratio_sides(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from geodl.methods.mapping import score_reconstructions
+
+    rng = np.random.default_rng(1)
+    dims = ("time", "y", "x")
+    coords = {"time": np.arange(16.0), "y": np.arange(8.0) * 10, "x": np.arange(16.0) * 10}
+    truth = xr.DataArray(rng.normal(size=(16, 8, 16)), dims=dims, coords=coords, name="ssh")
+    truth.to_dataset().to_netcdf(tmp_path / "truth.nc")
+    paths = {}
+    for name, pred in (("oi", truth * 0 + 0.1), ("unet", truth + 0.01)):
+        paths[name] = tmp_path / f"{name}.nc"
+        pred.to_dataset(name="ssh").to_netcdf(paths[name])
+    prep = {
+        "variable": "ssh",
+        "dims": list(dims),
+        "splits": {"test": [0, 16]},
+        "grid": {"kind": "projected", "dx_km": 10.0},
+    }
+    m = score_reconstructions(tmp_path / "truth.nc", paths, prep, reference="oi")
+    assert m["bounds"]["unet"]["lambda_x"] == "<="
+    assert m["bounds"]["oi"]["lambda_x"] == ">="  # a constant map resolves nothing
+    assert m["bounds"]["unet"]["lambda_x_ratio_oi"] == "<="  # small over at least big
+    json.dumps(m)

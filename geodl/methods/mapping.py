@@ -921,18 +921,35 @@ def score_reconstructions(
     dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
     projected = prep["grid"]["kind"] == "projected"
     grid = {"dx": prep["grid"]["dx_km"] if projected else None, "dt": None}
-    results = {}
+    results, bounds = {}, {}
     for method, path in predictions.items():
         ds = read_sorted(path, [var, f"{var}_std"], prep["dims"])
         pred = ds[var].reindex_like(truth)
         std = ds[f"{var}_std"].reindex_like(truth) if f"{var}_std" in ds else None
-        results[method] = score(pred, truth, std=std, **grid, **dims)
+        found: dict[str, str] = {}
+        results[method] = score(pred, truth, std=std, bounds=found, **grid, **dims)
+        if found:
+            bounds[method] = found
     if reference in results:  # the comparison that matters: against the tuned OI of this run
         results = relative_to(results, reference)
+    flip = {"<=": ">=", ">=": "<="}
+    for method in results if reference in results else ():  # a ratio to or of a bound
+        for key in ("lambda_x", "lambda_t"):
+            ratio = f"{key}_ratio_{reference}"
+            if ratio not in results[method]:
+                continue
+            own = bounds.get(method, {}).get(key)
+            ref = flip.get(bounds.get(reference, {}).get(key, ""))
+            side = own if ref is None else ref if own is None or own == ref else "?"
+            if side is not None:
+                bounds.setdefault(method, {})[ratio] = side
     units = score_units(truth, **grid, **dims)
     if projected:
         units["lambda_x"] = "km"
-    return {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
+    out = {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
+    if bounds:  # lambda values where the PSD score never crossed 0.5: bounds, not crossings
+        out["bounds"] = bounds
+    return out
 
 
 def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> dict[str, Any]:

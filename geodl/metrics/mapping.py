@@ -10,6 +10,7 @@ given); :func:`score_units` their units, :func:`relative_to` ratios to a referen
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import xarray as xr
 
 from geodl.metrics._inputs import ArrayLike, _Grid, _prepare
 from geodl.metrics.calibration import _calibration
-from geodl.metrics.spectral import _psd_score, effective_resolution
+from geodl.metrics.spectral import ResolutionBoundWarning, _psd_score, effective_resolution
 
 __all__ = ["mu", "nrmse", "relative_to", "rmse", "score", "score_units"]
 
@@ -139,6 +140,7 @@ def score(
     time_dim: str | None = None,
     y_dim: str | None = None,
     x_dim: str | None = None,
+    bounds: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Score a reconstruction the same way whatever produced it.
 
@@ -146,6 +148,11 @@ def score(
     resolutions where the PSD score crosses 0.5, see :func:`psd_score`, in the grid's units: see
     :func:`score_units`), and when ``std`` is given ``coverage_68``, ``coverage_95`` and ``crps``
     (see :func:`calibration`).
+
+    Where the PSD score never crosses 0.5, ``lambda_x`` / ``lambda_t`` is a bound (the grid's
+    Nyquist wavelength or the domain's size): given a dict ``bounds``, it receives
+    ``{key: "<="}`` or ``{key: ">="}`` for each such key instead of a
+    :class:`ResolutionBoundWarning`.
 
     Examples
     --------
@@ -168,9 +175,22 @@ def score(
         "rmse": float(np.sqrt(np.mean((p.values - t.values)[valid] ** 2))),
         "mu": total_mu,
         "mu_std": mu_std,
-        "lambda_x": effective_resolution(spectra["wavenumber_x"], spectra["score_x"]),
-        "lambda_t": effective_resolution(spectra["frequency_t"], spectra["score_t"]),
     }
+    for key, k, ps in (
+        ("lambda_x", "wavenumber_x", "score_x"),
+        ("lambda_t", "frequency_t", "score_t"),
+    ):
+        if bounds is None:
+            out[key] = effective_resolution(spectra[k], spectra[ps])
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResolutionBoundWarning)
+            out[key] = effective_resolution(spectra[k], spectra[ps])
+        for w in caught:
+            if isinstance(w.message, ResolutionBoundWarning):
+                bounds[key] = w.message.side
+            else:  # not ours: shown as it would have been
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if s is not None:
         cal = _calibration(p, t, s, valid)
         out.update({k: cal[k] for k in ("coverage_68", "coverage_95", "crps")})

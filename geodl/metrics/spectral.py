@@ -28,7 +28,15 @@ __all__ = [
 
 
 class ResolutionBoundWarning(UserWarning):
-    """The PSD score never crosses 0.5: the returned resolution is a bound, not a crossing."""
+    """The PSD score never crosses 0.5: the returned resolution is a bound, not a crossing.
+
+    ``side`` is ``"<="`` (every resolvable scale is resolved: the true resolution is at most the
+    Nyquist wavelength returned) or ``">="`` (none is: at least the domain's wavelength).
+    """
+
+    def __init__(self, message: str, side: str = "<=") -> None:
+        super().__init__(message)
+        self.side = side
 
 
 def _hann(n: int) -> np.ndarray:
@@ -131,8 +139,10 @@ def effective_resolution(wavenumber: np.ndarray, score: np.ndarray, level: float
         bound = 1.0 / (k[-1] if above.all() else k[0])
         side = "above" if above.all() else "below"
         warnings.warn(
-            f"PSD score is {side} {level} at every wavenumber; returning the bound {bound:g}",
-            ResolutionBoundWarning,
+            ResolutionBoundWarning(
+                f"PSD score is {side} {level} at every wavenumber; returning the bound {bound:g}",
+                "<=" if above.all() else ">=",
+            ),
             stacklevel=2,
         )
         return float(bound)
