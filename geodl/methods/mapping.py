@@ -159,6 +159,48 @@ class SplitSection(Section):
     val: list[float | str] = Field(min_length=2, max_length=2)
     test: list[float | str] = Field(min_length=2, max_length=2)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitSection:
+        """Where the config alone shows it (numbers, or dates in ISO form): each range runs
+        forwards, and no two overlap (shared days would leak the test into training). A
+        training period after the test period is legal (hindcasting) but warned about."""
+        import warnings
+
+        ranges = {}
+        for name in ("train", "val", "test"):
+            a, b = getattr(self, name)
+            try:
+                lo, hi = (
+                    (float(a), float(b))
+                    if not isinstance(a, str) and not isinstance(b, str)
+                    else (np.datetime64(a), np.datetime64(b))
+                )
+            except (TypeError, ValueError):
+                return self  # mixed or free-form labels: checked against the data at prepare
+            if lo > hi:
+                raise ValueError(f"split.{name} [{a}, {b}] ends before it starts; swap them")
+            ranges[name] = (lo, hi)
+        if len({type(r[0]) for r in ranges.values()}) > 1:
+            return self
+        names = list(ranges)
+        for i, p in enumerate(names):
+            for q in names[i + 1 :]:
+                (a0, a1), (b0, b1) = ranges[p], ranges[q]
+                if a0 <= b1 and b0 <= a1:
+                    raise ValueError(
+                        f"split.{p} {list(getattr(self, p))} and split.{q} "
+                        f"{list(getattr(self, q))} overlap; the periods must be disjoint "
+                        "(with a gap of one window)"
+                    )
+        if ranges["train"][0] > ranges["test"][1]:
+            warnings.warn(
+                f"split.train {list(self.train)} lies after split.test {list(self.test)}: the "
+                "models are scored on a period before the one they learned from",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
 
 class PatchSection(Section):
     """Space-time windows seen by the learned methods.

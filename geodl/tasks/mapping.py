@@ -58,6 +58,12 @@ log = logging.getLogger("geodl.mapping")
 class ReportSection(Section):
     days: list[int] = Field(default_factory=lambda: [0], description="test-period day indices")
 
+    @model_validator(mode="after")
+    def _not_negative(self) -> ReportSection:
+        if any(d < 0 for d in self.days):
+            raise ValueError(f"report.days {self.days}: indices into the test period are >= 0")
+        return self
+
 
 class _MappingBase(Section):
     experiment: ExperimentSection
@@ -73,6 +79,15 @@ class _MappingBase(Section):
     def _known_methods(self) -> _MappingBase:
         nx = self.simulate.nx if self.data.path is None else None  # the twin's grid is known
         check_methods(self.methods, self, self.patch, self.split, twin_nx=nx)
+        a, b = self.split.test
+        if nx is not None and isinstance(a, int | float) and isinstance(b, int | float):
+            n = int(b - a) + 1  # the twin saves one field a day
+            late = [d for d in self.report.days if d >= n]
+            if late:
+                raise ValueError(
+                    f"report.days {late} lie beyond the test period split.test [{a:g}, {b:g}] "
+                    f"({n} days: indices 0 .. {n - 1})"
+                )
         return self
 
 

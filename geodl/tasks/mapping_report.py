@@ -63,7 +63,13 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     }
     ext, ylab, xlab = _extent(truth, y_dim, x_dim)
     for day in cfg.report.days:
-        day = min(max(day, 0), truth.sizes[t_dim] - 1)
+        if day >= truth.sizes[t_dim]:
+            ctx.log.warning(
+                "report.days: %d lies beyond the test period's %d steps; showing its last day",
+                day,
+                truth.sizes[t_dim],
+            )
+            day = truth.sizes[t_dim] - 1
         tr = truth.isel({t_dim: day}).values
         lim = float(np.nanmax(np.abs(tr)))
         maps = {m: ds[var].isel({t_dim: day}).values for m, ds in preds.items()}
