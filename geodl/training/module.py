@@ -69,7 +69,9 @@ class TaskModule(pl.LightningModule):
                 on_epoch=True,
                 prog_bar=name == "loss",
                 batch_size=batch_size,
-                sync_dist=prefix != "train",
+                # averaged over the ranks under DDP (a scalar beside the gradients' all-reduce),
+                # so that the epoch line reports the whole batch, not rank 0's share
+                sync_dist=True,
             )
 
     @staticmethod
