@@ -24,6 +24,7 @@ __all__ = [
     "grid_km",
     "restore_order",
     "sort_axes",
+    "wrap_longitude",
 ]
 
 EARTH_KM_PER_DEG = 111.195
@@ -160,6 +161,23 @@ def grid_km(ds: xr.Dataset | xr.DataArray, y: str, x: str) -> tuple[np.ndarray, 
         lat0 = math.radians(float(np.mean(yv)))
         return yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0), "geographic"
     return yv * fy, xv * fx, "projected"
+
+
+def wrap_longitude(lon: np.ndarray, centre: float) -> np.ndarray:
+    """Longitudes ``lon`` (degrees) shifted by whole turns into ``[centre - 180, centre + 180)``.
+
+    With ``centre`` the middle of a grid's longitudes, points given in 0..360 land on a -180..180
+    grid and the reverse (and on a grid that :func:`sort_axes` unwrapped, e.g. 356 .. 363.9).
+
+    Examples
+    --------
+    >>> wrap_longitude(np.array([350.0, 10.0, -170.0]), centre=0.0).tolist()
+    [-10.0, 10.0, -170.0]
+    >>> wrap_longitude(np.array([-10.0, 10.0]), centre=180.0).tolist()
+    [350.0, 10.0]
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    return centre + np.mod(lon - centre + 180.0, 360.0) - 180.0
 
 
 def _longitude(coord: xr.DataArray, name: str) -> bool:

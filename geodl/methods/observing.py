@@ -8,18 +8,21 @@ the same orbit whichever way it is asked for; :class:`ObsSection` states the def
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.grid import EARTH_KM_PER_DEG, days, grid_km
+from geodl.grid import EARTH_KM_PER_DEG, days, grid_km, wrap_longitude
 
 __all__ = [
     "KIND_OPTIONS",
@@ -29,6 +32,7 @@ __all__ = [
     "observe",
     "observe_members",
     "observe_field",
+    "obs_files",
     "obs_grid",
     "read_observations",
 ]
@@ -66,9 +70,19 @@ class ObsSection(Section):
     cover: float = Field(0.5, gt=0, lt=1)
     length_scale_km: float = Field(100.0, gt=0)
     persistence: float = Field(0.8, ge=0, lt=1)
-    # file: gridded obs on the truth grid, or a point table (time, y|lat, x|lon, variable)
-    path: str | None = None
+    # file: gridded obs on the truth grid, or point tables (time, y|lat|latitude, x|lon|longitude,
+    # variable); one file, a glob pattern or a list (e.g. daily along-track L3 files per mission)
+    path: str | list[str] | None = Field(None, description="file, glob pattern or list of them")
     variable: str | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_type(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+        raise ValueError("expected a file, a glob pattern or a non-empty list of them")
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> ObsSection:
@@ -145,21 +159,148 @@ def observe_members(members: xr.DataArray, section: ObsSection, noise_std: float
     return xr.DataArray(made, dims=members.dims, coords=members.coords)
 
 
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def obs_files(path: str | Path | Sequence[str | Path], *, strict: bool = True) -> list[Path]:
+    """The files that ``obs.path`` names, sorted: a file, a glob pattern or a list of them.
+
+    With ``strict``, a pattern that matches nothing or a missing file is one :class:`DataError`
+    line naming it; without, they are returned as given (what the cache key fingerprints: absent
+    until they appear), so that only the stage that reads them fails.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for name in ("b_2019.nc", "a_2019.nc", "a_2020.nc"):
+    ...     _ = (d / name).write_bytes(b"")
+    >>> [p.name for p in obs_files(str(d / "*_2019.nc"))]
+    ['a_2019.nc', 'b_2019.nc']
+    """
+    items = [path] if isinstance(path, str | Path) else list(path)
+    found: set[Path] = set()
+    for item in items:
+        text = str(item)
+        matches = [Path(m) for m in glob.glob(text)] if _is_pattern(text) else [Path(text)]
+        missing = not matches or not matches[0].exists()
+        if missing and strict:
+            what = f"no file matches '{text}'" if _is_pattern(text) else f"file not found: {text}"
+            raise DataError(f"obs.path: {what}; check the path or glob pattern")
+        found.update(matches or [Path(text)])
+    return sorted(found)
+
+
+def _point_names(ds: xr.Dataset, where: Path) -> tuple[str, str, str]:
+    """The time, y (or latitude) and x (or longitude) variables of a point table."""
+    names = {str(k).lower(): str(k) for k in ds.variables}
+    pick = [
+        next((names[n] for n in cands if n in names), None)
+        for cands in (("time", "t"), ("y", "lat", "latitude"), ("x", "lon", "longitude"))
+    ]
+    if None in pick:
+        raise DataError(
+            f"observation point table {where} needs time, y (or lat/latitude) and x (or "
+            f"lon/longitude) variables; found {sorted(names.values())}"
+        )
+    return pick[0], pick[1], pick[2]  # type: ignore[return-value]
+
+
+def read_points(
+    files: Sequence[Path], variable: str
+) -> tuple[dict[str, np.ndarray], bool, dict[str, int]]:
+    """The point tables of ``files`` (one 1-d dim each, whatever its name) concatenated.
+
+    Returns ``({"time", "y", "x", "value"}, geographic, points per platform)``: ``geographic``
+    when the positions are latitude/longitude (degrees), else y/x (km); the counts are of the
+    finite values per file's global attribute ``platform`` (or ``mission``), empty without one.
+    Values stay CF-decoded (``scale_factor``, ``add_offset``, ``_FillValue`` as NaN).
+    """
+    columns: list[list[np.ndarray]] = []
+    geographic: bool | None = None
+    platforms: Counter[str] = Counter()
+    for path in files:
+        with xr.open_dataset(path) as ds:
+            if variable not in ds.variables:
+                raise DataError(
+                    f"variable '{variable}' not in {path}; variables: "
+                    f"{sorted(map(str, ds.variables))}"
+                )
+            da = ds[variable]
+            names = _point_names(ds, path)
+            odd = [n for n in names if ds[n].dims != da.dims]
+            if da.ndim != 1 or odd:
+                raise DataError(
+                    f"observation point table {path}: '{variable}' {da.dims} and "
+                    f"{', '.join(f'{n!r} {ds[n].dims}' for n in names)} must share one 1-d "
+                    "dimension (or give gridded (time, y, x) observations on the truth's axes)"
+                )
+            geo = "lat" in names[1].lower()
+            if geographic is not None and geo != geographic:
+                raise DataError(
+                    f"observation point table {path} gives positions as {names[1]}/{names[2]} "
+                    "but the files before it do not; use latitude/longitude or y/x in all files"
+                )
+            geographic = geo
+            columns.append([ds[n].values for n in names] + [da.values])
+            label = ds.attrs.get("platform") or ds.attrs.get("mission")
+            if label:
+                platforms[str(label)] += int(np.isfinite(columns[-1][3]).sum())
+    try:
+        table = {
+            k: np.concatenate([c[i] for c in columns])
+            for i, k in enumerate(("time", "y", "x", "value"))
+        }
+    except (TypeError, ValueError) as exc:  # e.g. dates in some files, numbers in others
+        raise DataError(
+            f"observation point tables {files[0]} .. {files[-1]}: a column holds dates in some "
+            f"files and numbers in others ({exc}); give them the same kind in every file"
+        ) from None
+    return table, bool(geographic), dict(platforms)
+
+
+def _point_days(tv: np.ndarray, truth_time: np.ndarray, where: str) -> np.ndarray:
+    """Point times ``tv`` in days on the axis of :func:`obs_grid` (days since the truth's first
+    time for calendar axes, the numbers themselves for numeric ones)."""
+    dates = (np.issubdtype(tv.dtype, np.datetime64), np.issubdtype(truth_time.dtype, np.datetime64))
+    if dates[0] != dates[1]:
+        kinds = ["dates" if d else "numbers" for d in dates]
+        raise DataError(
+            f"observation times in {where} are {kinds[0]} but the truth's time axis holds "
+            f"{kinds[1]}; give both as CF-decoded dates or both in days"
+        )
+    if dates[0] or tv.dtype == object:
+        return days(np.concatenate(([truth_time[0]], tv)))[1:]
+    return tv
+
+
 def read_observations(
-    path: str | Path | None, variable: str | None, truth: xr.DataArray
+    path: str | Path | Sequence[str | Path] | None, variable: str | None, truth: xr.DataArray
 ) -> np.ndarray:
     """A user's observations on the grid of ``truth`` ``(time, y, x)``: a gridded variable on
-    the same axes, or a 1-d point table (time, y|lat, x|lon) binned onto the grid."""
+    the same axes, or 1-d point tables (time, y|lat|latitude, x|lon|longitude) binned onto it.
+
+    ``path`` is a file, a glob pattern or a list of them (:func:`obs_files`), such as the daily
+    files of several along-track altimetry missions, concatenated (see :func:`read_points`).
+    Longitudes are wrapped to the truth's convention (0..360 or -180..180); points with a NaN
+    value are dropped, as are points outside the grid (counted in a warning).
+    """
     from geodl.data import find_axes, open_dataset
-    from geodl.obs.binning import bin_points
 
     if not path or not variable:
         raise ConfigError("obs.kind is 'file' but obs.path or obs.variable is not set")
-    ds = open_dataset(path)
+    files = obs_files(path)
+    where = str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
+    ds = open_dataset(files[0])
     if variable not in ds.data_vars:
         raise DataError(
-            f"variable '{variable}' not in {path}; variables: {sorted(map(str, ds.data_vars))}"
+            f"variable '{variable}' not in {files[0]}; variables: {sorted(map(str, ds.data_vars))}"
         )
+    if ds[variable].ndim == 1:
+        ds.close()
+        return _bin_tables(files, variable, truth, where)
+    ds = open_dataset(files) if len(files) > 1 else ds
     da = ds[variable]
     obs_axes = find_axes(ds)
     if da.ndim == 3 and obs_axes.time and obs_axes.y and obs_axes.x:
@@ -168,35 +309,47 @@ def read_observations(
             ours = truth[dim].values
             if theirs.shape != ours.shape or not np.array_equal(theirs, ours):
                 raise DataError(
-                    f"observation file {path}: its {role} axis ({theirs.size} values, "
+                    f"observation file {where}: its {role} axis ({theirs.size} values, "
                     f"{theirs[0]} .. {theirs[-1]}) differs from the truth's ({ours.size} values, "
                     f"{ours[0]} .. {ours[-1]}); regrid the observations or give a point table"
                 )
         order = [getattr(obs_axes, r) for r in ("time", "y", "x")]
         return da.transpose(*order).values.astype(np.float32)
-    if da.ndim != 1:
-        raise DataError(
-            f"observation file {path}: '{variable}' has dims {da.dims}; expected (time, y, x) "
-            "gridded observations or a 1-d point table with time and y/lat, x/lon variables"
-        )
-    names = {str(k).lower(): str(k) for k in ds.variables}
-    pick = [
-        next((names[n] for n in cands if n in names), None)
-        for cands in (("time", "t"), ("y", "lat", "latitude"), ("x", "lon", "longitude"))
-    ]
-    if None in pick:
-        raise DataError(
-            f"observation point table {path} needs time, y (or lat) and x (or lon) variables; "
-            f"found {sorted(names.values())}"
-        )
-    tv, yv, xv = (ds[p].values for p in pick)
-    t_dim, y_dim, _ = truth.dims
-    t0 = truth[t_dim].values[0]
-    tv = days(np.concatenate(([t0], tv)))[1:] if np.issubdtype(tv.dtype, np.datetime64) else tv
-    if "lat" in str(pick[1]).lower():
+    raise DataError(
+        f"observation file {where}: '{variable}' has dims {da.dims}; expected (time, y, x) "
+        "gridded observations or a 1-d point table with time and y/lat, x/lon variables"
+    )
+
+
+def _bin_tables(files: list[Path], variable: str, truth: xr.DataArray, where: str) -> np.ndarray:
+    """:func:`read_points` of ``files`` binned onto the grid of ``truth``."""
+    from geodl.obs.binning import bin_points
+
+    table, geographic, platforms = read_points(files, variable)
+    t_dim, y_dim, x_dim = truth.dims
+    tv, yv, xv = table["time"], table["y"], table["x"]
+    tv = _point_days(tv, truth[t_dim].values, where)
+    if geographic:
+        if grid_km(truth, str(y_dim), str(x_dim))[2] != "geographic":
+            raise DataError(
+                f"observation points in {where} are latitude/longitude but the truth's grid "
+                f"({y_dim}, {x_dim}) is projected; give the points' y/x in km of that projection"
+            )
+        lon = truth[x_dim].values.astype(np.float64)
+        xv = wrap_longitude(xv, 0.5 * (lon.min() + lon.max()))  # 0..360 <-> -180..180
         lat0 = math.radians(float(np.mean(truth[y_dim].values)))
         yv, xv = yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0)
-    binned, dropped = bin_points(tv, yv, xv, da.values, obs_grid(truth))
+    value = table["value"]
+    n_nan = int((~np.isfinite(value)).sum())
+    by = ", ".join(f"{k} {n}" for k, n in sorted(platforms.items()))
+    log.info(
+        "observations: %d points from %d file(s)%s, %d NaN values dropped",
+        value.size - n_nan,
+        len(files),
+        f" ({by})" if by else "",
+        n_nan,
+    )
+    binned, dropped = bin_points(tv, yv, xv, value, obs_grid(truth))
     if dropped:
         log.warning("%d observation points fall outside the truth's grid and were dropped", dropped)
     return binned.astype(np.float32)

@@ -45,7 +45,7 @@ from geodl.methods.mapping import (
     score_reconstructions,
     write_reconstruction,
 )
-from geodl.methods.observing import ObsSection
+from geodl.methods.observing import ObsSection, obs_files
 from geodl.pipeline import Experiment, Stage, StageContext
 from geodl.tasks.registry import ExperimentSection, register
 
@@ -226,7 +226,8 @@ def _report(ctx: StageContext) -> None:
 
 def _external(c: Any) -> list[Path]:
     paths = [Path(c.data.path)] if c.data.path else []
-    return paths + ([Path(c.obs.path)] if c.obs.kind == "file" and c.obs.path else [])
+    file_obs = c.obs.kind == "file" and c.obs.path
+    return paths + (obs_files(c.obs.path, strict=False) if file_obs else [])  # glob expanded
 
 
 def _stages(cfg: Any) -> tuple[Stage, ...]:
