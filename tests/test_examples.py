@@ -54,3 +54,24 @@ def test_twin_file_example_converts_and_scores_another_tools_arrays(tmp_path):
     assert float(out["enks"][4]) < float(out["enks"][2])  # the smoother beats its own filter
     with xr.open_dataset(tmp_path / "twin.nc") as ds:
         assert int(np.isfinite(ds["obs"]).any("component").sum()) == 80  # 2000 / 25 obs times
+
+
+def test_alongtrack_l3_example_maps_daily_files_of_two_missions(tmp_path):
+    """Daily L3 files (0..360 longitudes, scaled integers) of two missions -> OI in one command."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "alongtrack_l3.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted((tmp_path / "l3").glob("*.nc"))
+    assert {f.name.split("_")[0] for f in files} == {"j3", "s3a"}
+    with xr.open_dataset(files[0]) as ds:
+        assert ds.attrs["platform"] == "Jason-3"
+    lon = np.concatenate([xr.load_dataset(f)["longitude"].values for f in files])
+    assert lon.min() >= 0 and lon.max() > 354  # 0..360 on a grid of -5.5 .. 5.4 degrees east
+    out = {line.split()[0]: line.split() for line in proc.stdout.splitlines()}
+    assert float(out["oi"][4]) > 0.5  # mu: OI explains most of the twin (measured 0.69)
+    assert (tmp_path / "run" / "metrics.json").exists()
