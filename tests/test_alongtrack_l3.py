@@ -121,6 +121,14 @@ def test_longitude_conventions_meet_on_either_grid(tmp_path, l3, truth):
         _same(read_observations(files, "sla_filtered", truth360), expected)
 
 
+def test_gridded_observations_in_monthly_files(tmp_path, truth):
+    obs = truth.where(np.random.default_rng(1).random(truth.shape) < 0.2)
+    for month, part in obs.groupby("time.month"):
+        part.to_netcdf(tmp_path / f"obs_2020{month:02d}.nc")
+    got = read_observations(str(tmp_path / "obs_2020*.nc"), "ssh", truth)
+    np.testing.assert_array_equal(got, obs.values)
+
+
 def test_points_per_platform_are_logged(l3, truth, caplog):
     directory, _, expected = l3
     with caplog.at_level(logging.INFO, logger="geodl.obs"):
@@ -159,6 +167,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, l3, truth):
     projected = make_field(nt=NT, ny=NY, nx=NX, grid="projected", land=False)["ssh"]
     with pytest.raises(DataError, match="latitude/longitude but the truth's grid"):
         read_observations(str(directory / "*.nc"), "sla_filtered", projected)
+    with xr.open_dataset(files[0]) as first:
+        first.drop_vars("latitude").to_netcdf(tmp_path / "nolat.nc")
+    with pytest.raises(DataError, match=r"nolat.nc needs time, y \(or lat/latitude\)"):
+        read_observations(str(tmp_path / "nolat.nc"), "sla_filtered", truth)
     numeric = truth.assign_coords(time=np.arange(NT, dtype=float))
     with pytest.raises(DataError, match="are dates but the truth's time axis holds numbers"):
         read_observations(str(directory / "*.nc"), "sla_filtered", numeric)

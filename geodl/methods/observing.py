@@ -195,16 +195,16 @@ def obs_files(path: str | Path | Sequence[str | Path], *, strict: bool = True) -
 def _point_names(ds: xr.Dataset, where: Path) -> tuple[str, str, str]:
     """The time, y (or latitude) and x (or longitude) variables of a point table."""
     names = {str(k).lower(): str(k) for k in ds.variables}
-    pick = [
-        next((names[n] for n in cands if n in names), None)
-        for cands in (("time", "t"), ("y", "lat", "latitude"), ("x", "lon", "longitude"))
-    ]
-    if None in pick:
-        raise DataError(
-            f"observation point table {where} needs time, y (or lat/latitude) and x (or "
-            f"lon/longitude) variables; found {sorted(names.values())}"
-        )
-    return pick[0], pick[1], pick[2]  # type: ignore[return-value]
+    pick = []
+    for cands in (("time", "t"), ("y", "lat", "latitude"), ("x", "lon", "longitude")):
+        found = next((names[n] for n in cands if n in names), None)
+        if found is None:
+            raise DataError(
+                f"observation point table {where} needs time, y (or lat/latitude) and x (or "
+                f"lon/longitude) variables; found {sorted(names.values())}"
+            )
+        pick.append(found)
+    return pick[0], pick[1], pick[2]
 
 
 def read_points(
