@@ -39,6 +39,25 @@ def test_low_rank_scales_recover_a_mis_sized_covariance():
     assert scales["factor"] == pytest.approx(2.0, rel=0.08)
 
 
+def test_a_far_too_wide_factor_is_shrunk_on_large_patches():
+    """Patches of N = 118784 entries (29 x 64 x 64), errors from the diagonal part alone, a factor as large as the
+    errors themselves pointing nowhere useful: the joint likelihood's slope in the factor's scale
+    is O(R / N) per entry, and the fit must still find the small scale it prefers (it stayed at
+    1.000 before the objective was summed per patch)."""
+    gen = torch.Generator().manual_seed(2)
+    shape = (3, 29, 1, 64, 64)  # the quick twin's patches
+    log_var = torch.full(shape, float(torch.log(torch.tensor(0.04))), dtype=torch.float64)
+    target = 0.2 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    factor = 0.2 * torch.randn((*shape, 4), generator=gen, dtype=torch.float64)
+    model = MappingOutput(torch.zeros(shape, dtype=torch.float64), log_var, factor)
+    mask = torch.ones(shape, dtype=torch.bool)
+    scales = fit_std_scales([model], [target], [mask])
+    assert scales["factor"] < 0.2
+    assert scales["diag"] == pytest.approx(1.0, abs=0.03)
+    z = (target / model.scaled(**scales).std).abs()
+    assert float((z < 1.0).double().mean()) == pytest.approx(0.683, abs=0.02)
+
+
 def test_refusals():
     m = torch.zeros(1, 1, 1, 2, 2)
     with pytest.raises(DataError, match="log_var"):
