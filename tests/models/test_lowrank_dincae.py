@@ -116,3 +116,14 @@ def test_lowrank_term_leaves_the_mean_to_the_point_wise_term():
     mapping_loss({"lowrank_nll": 1.0})(model, batch)["loss"].backward()
     assert model.mean_head.conv.weight.grad is None or not model.mean_head.conv.weight.grad.any()
     assert model.factor_head.conv.weight.grad.abs().sum() > 0
+
+
+def test_factor_starts_small_beside_the_diagonal_variance():
+    """A fresh factor head adds well under 1% of the diagonal variance: the joint likelihood
+    barely shrinks a factor that starts too wide, so it must start small and grow."""
+    torch.manual_seed(0)
+    model = build_model("dincae", in_channels=1, n_times=5, depth=2, width=16, rank=4)
+    with torch.no_grad():
+        out = model(torch.randn(2, 5, 1, 32, 32), torch.rand(2, 5, 1, 32, 32) < 0.1)
+    ratio = float((out.factor**2).sum(-1).mean() / torch.exp(out.log_var).mean())
+    assert 0 < ratio < 1e-2

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from geodl.errors import DataError
+from geodl.losses import lowrank_gaussian_nll
 from geodl.models.outputs import MappingOutput, ScaledUncertainty
 from geodl.training.calibration import fit_std_scales
 
@@ -37,6 +38,36 @@ def test_low_rank_scales_recover_a_mis_sized_covariance():
     scales = fit_std_scales([model], [target], [mask])
     assert scales["diag"] == pytest.approx(0.5, rel=0.08)
     assert scales["factor"] == pytest.approx(2.0, rel=0.08)
+    z2 = (target - model.mean) ** 2 / model.scaled(**scales).std ** 2
+    assert float(z2.mean()) == pytest.approx(1.0, rel=1e-6)  # marginally calibrated
+
+
+def test_the_factor_scale_maximises_the_joint_likelihood_among_calibrated_pairs():
+    """The coherent part of the errors is real (drawn from F F^T): the fit keeps a factor scale
+    near the truth's, and scores a higher joint likelihood than the factor switched off."""
+    gen = torch.Generator().manual_seed(3)
+    shape = (200, 2, 1, 6, 6)
+    factor = torch.randn((*shape, 2), generator=gen, dtype=torch.float64) / 3
+    log_var = torch.full(shape, float(torch.log(torch.tensor(0.04))), dtype=torch.float64)
+    truth = MappingOutput(torch.zeros(shape, dtype=torch.float64), log_var, factor)
+    target = truth.sample(1, generator=gen)[0]
+    mask = torch.ones(shape, dtype=torch.bool)
+    scales = fit_std_scales([truth], [target], [mask])
+    assert scales["factor"] == pytest.approx(1.0, rel=0.15)
+
+    def nll(s):
+        o = truth.scaled(**s)
+        return float(
+            lowrank_gaussian_nll(
+                o.mean.flatten(1),
+                target.flatten(1),
+                factor=o.factor.flatten(1, -2),
+                log_diag=o.log_var.flatten(1),
+            )
+        )
+
+    off = {"diag": float(((target**2) / torch.exp(log_var)).mean().sqrt()), "factor": 1e-9}
+    assert nll(scales) < nll(off) - 0.01
 
 
 def test_a_far_too_wide_factor_is_shrunk_on_large_patches():
