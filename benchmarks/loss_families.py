@@ -4,6 +4,7 @@ point-wise, gradient, distribution-based (sliced Wasserstein) and adversarial te
 Usage (from the repository root):
 
     python benchmarks/loss_families.py --seeds 0 1 2 --out /tmp/lf --json /tmp/lf.json
+    python benchmarks/loss_families.py --variants mse mse+adversarial@0.3 mse+sliced_wasserstein@10
 
 For each seed (``experiment.seed``, ``simulate.seed``, ``obs.seed``) the quick mapping config
 runs once per variant with ``methods: [unet]`` in one run directory (the simulate and prepare
@@ -36,6 +37,8 @@ VARIANTS = {
     ],
 }
 
+WEIGHTED = ("mse+sliced_wasserstein", "mse+adversarial")
+
 
 def small_scale_ratio(pred: np.ndarray, truth: np.ndarray) -> float:
     """Energy of the x-spectrum at the upper half of the wavenumbers, reconstruction / truth."""
@@ -48,9 +51,24 @@ def small_scale_ratio(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(ep[k:].sum() / et[k:].sum())
 
 
+def variant_sets(variant: str) -> list[str]:
+    """The ``--set`` overrides of a variant: a name of :data:`VARIANTS`, or ``NAME@W`` for the
+    sliced-Wasserstein or adversarial variant with its term's weight set to ``W``."""
+    name, _, weight = variant.partition("@")
+    if name not in VARIANTS or (weight and name not in WEIGHTED):
+        raise SystemExit(
+            f"unknown variant '{variant}'; choose {', '.join(VARIANTS)} (@W: {WEIGHTED})"
+        )
+    if not weight:
+        return VARIANTS[name]
+    if name == "mse+sliced_wasserstein":
+        return [f"unet.loss={{mse: 1.0, sliced_wasserstein: {float(weight)}}}"]
+    return [*VARIANTS[name], f"unet.adversarial.weight={float(weight)}"]
+
+
 def run(seed: int, variant: str, out: Path, extra: list[str]) -> dict:
     sets = [f"experiment.seed={seed}", f"simulate.seed={seed}", f"obs.seed={seed}"]
-    sets += ["methods=[unet]", *VARIANTS[variant], *extra]
+    sets += ["methods=[unet]", *variant_sets(variant), *extra]
     cmd = [sys.executable, "-m", "geodl.cli", "run", CONFIG, "--out", str(out)]
     subprocess.run([*cmd, *(x for s in sets for x in ("--set", s))], check=True, cwd=ROOT)
     m = json.loads((out / "metrics.json").read_text())["methods"]["unet"]
@@ -67,7 +85,12 @@ def run(seed: int, variant: str, out: Path, extra: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help=f"names of {', '.join(VARIANTS)}; NAME@W sets the weight of {' or '.join(WEIGHTED)}",
+    )
     ap.add_argument("--out", default="runs/bench_loss_families")
     ap.add_argument("--json", default=None)
     ap.add_argument("--set", action="append", default=[], dest="extra", help="for every variant")
