@@ -11,6 +11,9 @@ Usage (from the repository root):
     # physics residual, 3 seeds each (mean +- std)
     .venv/bin/python benchmarks/dynamics.py --case node_sparse node_sparse_linear \
         node_sparse_residual node_sparse_linear_residual --seeds 0 1 2
+    # the physics residual from half the data against the pure fit from all of it
+    .venv/bin/python benchmarks/dynamics.py --case node_sparse node_sparse_half \
+        node_sparse_residual_half --seeds 0 1 2
 
 Each case runs the dynamics experiment (geodl.tasks.dynamics) from configs/l63_dynamics.yaml with
 the overrides below into ``--out`` (default ``runs/bench_dynamics/CASE``), then prints the scores
@@ -58,6 +61,13 @@ CASES |= {
     "node_sparse_linear": [*SPARSE, "model.physics=lorenz63"],
     "node_sparse_residual": [*SPARSE, "model.residual_weight=1.0"],
     "node_sparse_linear_residual": [*SPARSE, "model.physics=lorenz63", "model.residual_weight=1.0"],
+    # half the data (one training trajectory instead of two): does the residual make up for it?
+    "node_sparse_half": [*SPARSE, "simulate.n_train_trajectories=1"],
+    "node_sparse_residual_half": [
+        *SPARSE,
+        "simulate.n_train_trajectories=1",
+        "model.residual_weight=1.0",
+    ],
 }
 SUMMARY = ("rmse_step_1", "rmse_step_8", "lyapunov", "hist_distance_mean", "on_attractor_fraction")
 
