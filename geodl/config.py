@@ -75,6 +75,32 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """A mapping whose keys are unique: YAML keeps the last of two equal keys, so a section
+    written twice would silently lose the first one's settings."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            twice = key in seen
+        except TypeError:  # an unhashable key: the constructor below reports it
+            continue
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key '{key}' is given twice (first on line {seen[key]})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
+
+
 def _load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
@@ -92,13 +118,23 @@ class Section(BaseModel):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path``; missing files and syntax errors raise :class:`ConfigError`."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config file '{path}' is a directory; pass the path of an experiment YAML file "
+            "in it (see configs/ for examples)"
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' not found; pass the path of an experiment YAML file "
             "(see configs/ for examples)"
         )
     try:
-        raw = _load(path.read_text())
+        raw = _load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}); pass an experiment YAML file (a data file goes in data.path)"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
