@@ -36,6 +36,7 @@ M = typing.TypeVar("M", bound=BaseModel)
 __all__ = [
     "Section",
     "apply_overrides",
+    "blame",
     "config_digest",
     "dump_yaml",
     "read_yaml",
@@ -251,6 +252,11 @@ def _describe_error(err: dict[str, Any], schema: type[BaseModel]) -> str:
         return f"missing required key '{path}'"
     value = err.get("input")
     msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
+    msg = msg.replace("List should have", "expected").replace(" after validation", "")
+    if kind in ("model_type", "dict_type"):  # not "a valid dictionary or instance of TrainSection"
+        msg = "expected a section (a mapping of keys)"
+    if kind == "bool_type" and isinstance(value, str):
+        msg += " (YAML booleans are true and false)"
     if kind == "value_error" and isinstance(value, dict):
         # a rule across a section's keys: its message names them; the section is no value to show
         return msg if not loc else f"section '{path}': {msg}"
@@ -271,13 +277,25 @@ def validate(
         errors = exc.errors()
         first = _describe_error(errors[0], schema)
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        loc = ".".join(str(p) for p in errors[0].get("loc", ()))
-        for item in reversed(list(overrides)):  # the last --set of a key is the one in effect
-            key = item.partition("=")[0].strip()
-            if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
-                source = f"--set {item}"
-                break
-        raise ConfigError(f"{source}: {first}{more}") from None
+        loc = ".".join(
+            str(p) for p in errors[0].get("loc", ()) if not str(p).startswith("function-")
+        )
+        raise ConfigError(f"{blame(source, overrides, loc, first)}: {first}{more}") from None
+
+
+def blame(source: str, overrides: Sequence[str], loc: str, message: str) -> str:
+    """Who caused an error at key path ``loc`` (empty: a check across sections, whose
+    ``message`` names its keys): the last ``--set KEY=VALUE`` of ``overrides`` that set that
+    key, a key inside it or a section around it, else the file ``source``."""
+    for item in reversed(list(overrides)):  # the last --set of a key is the one in effect
+        key = item.partition("=")[0].strip()
+        if not key:
+            continue
+        if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
+            return f"--set {item}"
+        if not loc and re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
+            return f"--set {item}"
+    return source
 
 
 def dump_yaml(cfg: BaseModel) -> str:

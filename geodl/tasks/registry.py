@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from geodl.config import Section, apply_overrides, read_yaml, validate
+from geodl.config import Section, apply_overrides, blame, read_yaml, validate
 from geodl.errors import ConfigError
 from geodl.pipeline import Experiment
 
@@ -122,5 +122,5 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, E
     try:  # a task's stage factory checks across sections (e.g. the emulation's split lengths)
         experiment.resolve(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{blame(str(path), overrides, '', str(exc))}: {exc}") from None
     return cfg, experiment
