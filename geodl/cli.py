@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from geodl import __version__
 from geodl.errors import Terminated, UserInputError
@@ -153,6 +153,14 @@ def _cmd_observe(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the run contract's form of a usage error: one line and exit code 2 (instead
+    of the usage block above it); ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"geodl: error: {self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -177,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scheduler", help="run the stages' Dask computations on an existing Dask scheduler"
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geodl",
         description="Deep learning on gridded ocean and atmosphere data.",
         parents=[common],
@@ -269,7 +277,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geodl`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (its one line is printed)
+        return exc.code if isinstance(exc.code, int) else 2
     debug = getattr(args, "debug", False)
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if debug else logging.WARNING)
