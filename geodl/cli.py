@@ -139,7 +139,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from geodl.tasks.simulate import SIMULATE_CLI_OPTIONS, cli_options, simulate_to_file
 
-    out = simulate_to_file(args.system, args.out, **cli_options(args, SIMULATE_CLI_OPTIONS))
+    opts = cli_options(args, SIMULATE_CLI_OPTIONS)
+    out = simulate_to_file(args.system, args.out, overwrite=args.overwrite, **opts)
     print(f"[geodl] wrote {out}")
     return 0
 
@@ -148,7 +149,9 @@ def _cmd_observe(args: argparse.Namespace) -> int:
     from geodl.tasks.simulate import OBSERVE_CLI_OPTIONS, cli_options, observe_to_file
 
     opts = cli_options(args, OBSERVE_CLI_OPTIONS)
-    out = observe_to_file(args.kind, args.truth, args.variable, args.out, **opts)
+    out = observe_to_file(
+        args.kind, args.truth, args.variable, args.out, overwrite=args.overwrite, **opts
+    )
     print(f"[geodl] wrote {out}")
     return 0
 
@@ -260,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", parents=[common], help="run an embedded simulator to a file")
     p.add_argument("system", choices=("lorenz63", "lorenz96", "qg"))
     p.add_argument("--out", required=True, help="output file, *.nc or *.zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     for flag, kind, text in SIMULATE_CLI_OPTIONS:
         p.add_argument(flag, type=kind, help=text)
     p.set_defaults(func=_cmd_simulate)
@@ -269,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="NetCDF/Zarr file with the true field")
     p.add_argument("--variable", required=True, help="variable (time, y, x) to observe")
     p.add_argument("--out", required=True, help="output file, *.nc or *.zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     for flag, kind, text in OBSERVE_CLI_OPTIONS:
         p.add_argument(flag, type=kind, help=text)
     p.set_defaults(func=_cmd_observe)

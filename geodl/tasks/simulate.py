@@ -264,10 +264,23 @@ def write_dataset(ds: xr.Dataset, out: str | Path) -> Path:
     return out
 
 
-def simulate_to_file(system: str, out: str | Path, **options: Any) -> Path:
+def _check_output(out: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output of the wrong kind or one that would replace a file."""
+    if Path(out).suffix not in (".nc", ".zarr"):
+        raise UserInputError(f"output '{out}' must end in .nc (NetCDF) or .zarr (Zarr)")
+    if Path(out).exists() and not overwrite:
+        raise UserInputError(
+            f"output '{out}' exists; choose another --out, or pass --overwrite to replace it"
+        )
+
+
+def simulate_to_file(
+    system: str, out: str | Path, *, overwrite: bool = False, **options: Any
+) -> Path:
     """Run ``system`` ("lorenz63", "lorenz96" or "qg") and write it to ``out`` (.nc or .zarr).
 
     ``options`` go to :func:`lorenz_dataset` or :func:`qg_dataset`; ``None`` values are ignored.
+    An existing ``out`` is replaced only with ``overwrite``.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if system not in SYSTEMS:
@@ -278,8 +291,7 @@ def simulate_to_file(system: str, out: str | Path, **options: Any) -> Path:
         raise UserInputError(
             f"option(s) {', '.join(bad)} do not apply to {system}; valid: {', '.join(sorted(valid))}"
         )
-    if Path(out).suffix not in (".nc", ".zarr"):
-        raise UserInputError(f"output '{out}' must end in .nc (NetCDF) or .zarr (Zarr)")
+    _check_output(out, overwrite)
     ds = qg_dataset(**options) if system == "qg" else lorenz_dataset(system, **options)
     return write_dataset(ds, out)
 
@@ -401,13 +413,14 @@ def observe_to_file(
     *,
     mask_from: str | Path | None = None,
     mask_variable: str | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> Path:
-    """Observe ``variable`` of the file ``truth`` and write the observations to ``out``."""
+    """Observe ``variable`` of the file ``truth`` and write the observations to ``out`` (an
+    existing ``out`` is replaced only with ``overwrite``)."""
     from geodl.data import open_dataset
 
-    if Path(out).suffix not in (".nc", ".zarr"):
-        raise UserInputError(f"output '{out}' must end in .nc (NetCDF) or .zarr (Zarr)")
+    _check_output(out, overwrite)
     if (mask_from is None) != (mask_variable is None) or (mask_from and kind != "clouds"):
         raise UserInputError(
             "--mask-from FILE and --mask-variable NAME go together, with 'observe clouds' only"
