@@ -242,6 +242,14 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
     outputs and metrics of another. Reusing such a directory takes an explicit deletion.
     """
     run_dir = Path(run_dir)
+    old_cfg = run_dir / "config.yaml"
+    if run_dir.is_dir():  # before writing anything in it, even a probe
+        _check_owner(run_dir, cfg)
+    elif run_dir.exists():
+        raise RunDirError(
+            f"output directory '{run_dir}' is a file, not a directory; choose a new or empty "
+            "--out DIR"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{uuid.uuid4().hex[:8]}"
@@ -252,8 +260,22 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
             f"output directory '{run_dir}' is not writable ({exc.strerror}); "
             "choose another with --out DIR"
         ) from None
+    atomic_write_text(old_cfg, dump_yaml(cfg))
+    (run_dir / STATE_DIR / "stages").mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+
+
+def _check_owner(run_dir: Path, cfg: BaseModel) -> None:
+    """Refuse an existing ``run_dir`` that is neither empty nor a run of this experiment."""
     old_cfg = run_dir / "config.yaml"
-    if not old_cfg.exists() and any(run_dir.iterdir()):
+    try:
+        holds_files = any(run_dir.iterdir())
+    except OSError as exc:
+        raise RunDirError(
+            f"output directory '{run_dir}' cannot be read ({exc.strerror}); "
+            "choose another with --out DIR"
+        ) from None
+    if not old_cfg.exists() and holds_files:
         raise RunDirError(
             f"output directory '{run_dir}' holds files and is not a geodl run (no config.yaml); "
             "geodl never writes among other files: choose a new or empty --out DIR"
@@ -271,9 +293,6 @@ def prepare_run_dir(run_dir: Path, cfg: BaseModel) -> None:
                 f"(task {old_id['task']!r}), not {new['name']!r} (task {new['task']!r}); "
                 "use another --out DIR, or delete that directory to reuse it"
             )
-    atomic_write_text(old_cfg, dump_yaml(cfg))
-    (run_dir / STATE_DIR / "stages").mkdir(parents=True, exist_ok=True)
-    (run_dir / "logs").mkdir(exist_ok=True)
 
 
 def process_rank() -> int:
