@@ -20,6 +20,7 @@ from geodl.grid import Axes, find_axes
 
 __all__ = ["Axes", "describe", "find_axes", "open_dataset"]
 
+
 def _expand(path: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(path, str | Path):
         text = str(path)
@@ -77,7 +78,13 @@ def open_dataset(path: str | Path | Sequence[str | Path], *, dask: bool = True) 
     paths = _expand(path)
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise DataError(f"file not found: {', '.join(missing)}; check data.path")
+        raise DataError(f"file not found: {', '.join(missing)}; check the path")
+    folders = [str(p) for p in paths if p.is_dir() and not _is_zarr(p)]
+    if folders:
+        raise DataError(
+            f"{folders[0]} is a directory, not a NetCDF file or a Zarr store (no zarr.json or "
+            f".zgroup in it); give a file, a glob such as '{folders[0]}/*.nc', or a Zarr store"
+        )
     chunks = {} if dask else None
     try:
         if len(paths) == 1 and _is_zarr(paths[0]):
@@ -105,6 +112,8 @@ def open_dataset(path: str | Path | Sequence[str | Path], *, dask: bool = True) 
         if isinstance(exc, DataError):
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "did not find a match in any of xarray's" in first:  # no backend knows the bytes
+            first = "no NetCDF or HDF5 header (is it a text or another kind of file?)"
         raise DataError(
             f"cannot read {', '.join(str(p) for p in paths)}: {first}; "
             "expected a NetCDF file or a Zarr store (is it truncated or corrupted?)"
