@@ -37,12 +37,20 @@ class Split:
         return max(0, self.stop - self.start)
 
 
-def _label(value: Any, times: np.ndarray) -> Any:
+def _label(value: Any, times: np.ndarray, name: str) -> Any:
     if np.issubdtype(times.dtype, np.datetime64):
         try:
             return np.datetime64(pd.Timestamp(value), "ns")
         except (ValueError, TypeError):
-            raise DataError(f"split bound {value!r} is not a date; use e.g. '2020-03-01'") from None
+            raise DataError(
+                f"split '{name}': bound {value!r} is not a date; use e.g. '2020-03-01'"
+            ) from None
+    if np.issubdtype(times.dtype, np.number) and not isinstance(value, int | float | np.number):
+        raise DataError(
+            f"split '{name}': bound {value!r} is not a number, but the data's time axis holds "
+            f"numbers ({times[0]:g} .. {times[-1]:g}), not dates; give the split in those "
+            "numbers, or give the file CF time units ('days since ...')"
+        )
     return value
 
 
@@ -91,7 +99,7 @@ def make_splits(
     for name, bounds in ranges.items():
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
             raise DataError(f"split '{name}': expected (first, last) time labels, got {bounds!r}")
-        lo, hi = (_label(b, times) for b in bounds)
+        lo, hi = (_label(b, times, name) for b in bounds)
         if lo > hi:
             raise DataError(f"split '{name}': first {bounds[0]} is after last {bounds[1]}")
         if lo < first or hi > last:
