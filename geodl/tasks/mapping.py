@@ -79,6 +79,17 @@ class _MappingBase(Section):
     def _known_methods(self) -> _MappingBase:
         nx = self.simulate.nx if self.data.path is None else None  # the twin's grid is known
         check_methods(self.methods, self, self.patch, self.split, twin_nx=nx)
+        if nx is not None:
+            last = max(1, round(self.simulate.days)) - 1  # the twin saves one field a day
+            for name in ("train", "val", "test"):
+                lo, hi = getattr(self.split, name)
+                numeric = isinstance(lo, int | float) and isinstance(hi, int | float)
+                if numeric and (lo < 0 or hi > last):
+                    raise ValueError(
+                        f"split.{name} [{lo:g}, {hi:g}] lies outside the simulated twin's days "
+                        f"0 .. {last} (simulate.days {self.simulate.days:g}); move it inside or "
+                        "raise simulate.days"
+                    )
         a, b = self.split.test
         if nx is not None and isinstance(a, int | float) and isinstance(b, int | float):
             n = int(b - a) + 1  # the twin saves one field a day
