@@ -132,6 +132,11 @@ class DataSection(Section):
                 f"data.inputs/static {names} need data.path: the embedded QG twin (data.path "
                 "null) has no variable but 'ssh'"
             )
+        if self.land_mask is not None and self.path is None:
+            raise ValueError(
+                f"data.land_mask '{self.land_mask}' needs data.path: the embedded QG twin (data.path "
+                "null) has no land and no variable but 'ssh'"
+            )
         return self
 
 
