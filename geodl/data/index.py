@@ -9,14 +9,14 @@ Flat order is time-major: ``i = it * n_spatial + isp``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from geodl.errors import DataError
 
-__all__ = ["PatchIndex", "axis_starts", "land_fraction"]
+__all__ = ["PatchIndex", "axis_starts", "check_patch_fits", "land_fraction"]
 
 log = logging.getLogger("geodl.data")
 
@@ -49,6 +49,22 @@ def axis_starts(
     if cover and starts[-1] + size < hi:
         starts = np.append(starts, hi - size)
     return starts
+
+
+def check_patch_fits(size: Mapping[str, int], shape: Sequence[int], where: str) -> None:
+    """Raise one :class:`DataError` line unless a patch of ``size`` (``{"y": h, "x": w}``) fits
+    in a grid of ``shape`` ``(ny, nx)`` (the grid of ``where``).
+
+    Examples
+    --------
+    >>> check_patch_fits({"y": 16, "x": 16}, (16, 24), "f.nc")
+    """
+    ny, nx = (int(n) for n in shape)
+    if size["y"] > ny or size["x"] > nx:
+        raise DataError(
+            f"patch {size['y']} x {size['x']} (y x) is larger than the grid of {where} "
+            f"({ny} x {nx}); lower patch.y to <= {ny} and patch.x to <= {nx}"
+        )
 
 
 def land_fraction(land: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -31,6 +31,8 @@ import xarray as xr
 from pydantic import Field, create_model, model_validator
 
 from geodl.config import Section
+from geodl.data.index import check_patch_fits
+from geodl.errors import DataError
 from geodl.methods.mapping import (
     METHODS,
     DataSection,
@@ -157,7 +159,15 @@ def _simulate(ctx: StageContext) -> None:
 def _prepare(ctx: StageContext) -> None:
     cfg, d = ctx.cfg, ctx.cfg.data
     var, path = d.variable, _truth_path(ctx)
-    truth = read_truth(path, var, d.land_mask)
+    try:
+        truth = read_truth(path, var, d.land_mask)
+    except DataError as exc:
+        if d.path is None:
+            raise
+        where = "data.path" if str(path) in str(exc) else f"data.path {path}"
+        raise DataError(f"{where}: {exc}") from None
+    if any(METHODS[m].learned for m in cfg.methods):  # now, not once the training stages start
+        check_patch_fits({"y": cfg.patch.y, "x": cfg.patch.x}, truth.shape[1:], str(path))
     members = None
     if _twin_members(cfg):
         with xr.open_dataset(ctx.input("members.nc")) as mds:
