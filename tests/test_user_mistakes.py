@@ -428,12 +428,14 @@ ROWS = [
     row(
         "split-shorter-than-a-window",
         run_on(MAP, "split.val=[569, 580]"),
+        BAD_SET + " split.val=[569, 580]",
         "split.val",
         "shorter than patch.time",
     ),
     row(
         "emulation-splits-too-short-for-the-rollout",
         run_on(EMU, "simulate.val_days=2", cmd="run"),
+        BAD_SET + " simulate.val_days=2",
         "val_days",
     ),
     # --- data files (tests/data/test_data_open: the source's own checks)
@@ -529,6 +531,7 @@ ROWS = [
     row(
         "data-inputs-without-a-file",
         run_on(MAP, "data.inputs=[sst]"),
+        BAD_SET + " data.inputs=[sst]",
         "data.inputs/static",
         "need data.path",
     ),
@@ -550,10 +553,17 @@ ROWS = [
         "twin.nc",
     ),
     # --- observations from files (test_alongtrack_l3: the reader's checks)
-    row("obs-file-without-path", run_on(MAP, "obs.kind=file"), "obs", "needs path and variable"),
+    row(
+        "obs-file-without-path",
+        run_on(MAP, "obs.kind=file"),
+        BAD_SET + " obs.kind=file",
+        "obs",
+        "needs path and variable",
+    ),
     row(
         "obs-file-without-variable",
         run_on("{C}", "obs.variable=null"),
+        BAD_SET + " obs.variable=null",
         "needs path and variable",
         text=FILE_MAP,
     ),
@@ -627,20 +637,53 @@ ROWS = [
         setup=_existing("notes.txt"),
     ),
     # --- methods, models, losses and sizes (test_mapping_config_checks, test_config)
-    row("mapping-unknown-method", run_on(MAP, "methods=[oi, krigging]"), "krigging", "unet"),
-    row("mapping-method-twice", run_on(MAP, "methods=[oi, oi]"), "twice"),
+    row(
+        "mapping-unknown-method",
+        run_on(MAP, "methods=[oi, krigging]"),
+        BAD_SET + " methods=[oi, krigging]",
+        "krigging",
+        "unet",
+    ),
+    row(
+        "mapping-method-twice",
+        run_on(MAP, "methods=[oi, oi]"),
+        BAD_SET + " methods=[oi, oi]",
+        "twice",
+    ),
     row(
         "assimilation-unknown-method",
         run_on(L63DA, "evaluate.methods=[enkf, particle_filter]", cmd="run"),
+        BAD_SET + " evaluate.methods=[enkf, particle_filter]",
         "particle_filter",
         "enkf",
     ),
-    row("emulation-unknown-method", run_on(EMU, "methods=[cnn, gnn]"), "'gnn'", "latent_ode"),
     row(
-        "dynamics-unknown-model", run_on(DYN, "model.kind=transformer"), "transformer", "model.kind"
+        "emulation-unknown-method",
+        run_on(EMU, "methods=[cnn, gnn]"),
+        BAD_SET + " methods=[cnn, gnn]",
+        "'gnn'",
+        "latent_ode",
     ),
-    row("mapping-unknown-model-key", run_on(MAP, "unet.model={depht: 2}"), "depht"),
-    row("mapping-unknown-loss", run_on(MAP, "unet.loss={msee: 1.0}"), "msee", "mse"),
+    row(
+        "dynamics-unknown-model",
+        run_on(DYN, "model.kind=transformer"),
+        BAD_SET + " model.kind=transformer",
+        "transformer",
+        "model.kind",
+    ),
+    row(
+        "mapping-unknown-model-key",
+        run_on(MAP, "unet.model={depht: 2}"),
+        BAD_SET + " unet.model={depht: 2}",
+        "depht",
+    ),
+    row(
+        "mapping-unknown-loss",
+        run_on(MAP, "unet.loss={msee: 1.0}"),
+        BAD_SET + " unet.loss={msee: 1.0}",
+        "msee",
+        "mse",
+    ),
     row(
         "mapping-unknown-loss-in-file",
         "config validate {C}",
@@ -648,7 +691,13 @@ ROWS = [
         "msee",
         edit=(MAP, "loss: {mse: 1.0}", "loss: {msee: 1.0}"),
     ),
-    row("patch-larger-than-the-twin", run_on(MAP, "patch.y=200", cmd="run"), "patch", "200"),
+    row(
+        "patch-larger-than-the-twin",
+        run_on(MAP, "patch.y=200", cmd="run"),
+        BAD_SET + " patch.y=200",
+        "patch",
+        "200",
+    ),
     row(
         "patch-larger-than-the-file-grid",
         "run {C} --out {T}/run",
@@ -656,22 +705,40 @@ ROWS = [
         "16",
         text=FILE_MAP.replace("methods: [oi]", "methods: [unet]").replace("y: 16", "y: 32"),
     ),
-    row("report-day-beyond-test", run_on(MAP, "report.days=[10, 400]", cmd="run"), "report.days"),
-    row("report-day-negative", run_on(MAP, "report.days=[-1]"), "report.days"),
-    row("gpu-threads-zero", run_on(DYN, "experiment.threads=0", cmd="run"), "experiment.threads"),
+    row(
+        "report-day-beyond-test",
+        run_on(MAP, "report.days=[10, 400]", cmd="run"),
+        BAD_SET + " report.days=[10, 400]",
+        "report.days",
+    ),
+    row(
+        "report-day-negative",
+        run_on(MAP, "report.days=[-1]"),
+        BAD_SET + " report.days=[-1]",
+        "report.days",
+    ),
+    row(
+        "gpu-threads-zero",
+        run_on(DYN, "experiment.threads=0", cmd="run"),
+        BAD_SET + " experiment.threads=0",
+        "experiment.threads",
+    ),
     row(
         "dynamics-lead-longer-than-trajectory",
         run_on(DYN, "evaluate.lead_steps=5000", cmd="run"),
+        BAD_SET + " evaluate.lead_steps=5000",
         "evaluate.lead_steps",
     ),
     row(
         "assimilation-observe-every-zero",
         run_on(L63DA, "observe.every=0"),
+        BAD_SET + " observe.every=0",
         "observe.every",
     ),
     row(
         "assimilation-window-longer-than-run",
         run_on(L63DA, "fourdvarnet.window=5000"),
+        BAD_SET + " fourdvarnet.window=5000",
         "fourdvarnet.window",
     ),
     # --- geodl stage / --force
