@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["gaussian_twin", "lazy_field", "make_field", "write_netcdf", "write_zarr"]
+__all__ = [
+    "gaussian_twin",
+    "lazy_field",
+    "make_field",
+    "write_large_field",
+    "write_netcdf",
+    "write_zarr",
+]
 
 
 def make_field(
@@ -202,3 +209,83 @@ def lazy_field(
         path = write_netcdf(ds, directory / "field.nc")
         return xr.open_dataset(path, chunks=dict(chunks or {}))
     raise ValueError(f"fmt={fmt!r}; expected 'zarr' or 'netcdf'")
+
+
+def write_large_field(
+    path: str | Path,
+    nt: int = 365,
+    ny: int = 2000,
+    nx: int = 2000,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    wavelength: float = 64.0,
+    seed: int = 0,
+) -> Path:
+    """A :func:`make_field`-like projected field (10 km cells) of any size, written to a Zarr store
+    chunk row by chunk row, so that making it holds one ``(time, y)`` chunk row in memory.
+
+    The wave has a fixed ``wavelength`` in cells (not the grid's size, as in :func:`make_field`),
+    so that its correlation scales do not grow with the grid; the noise (std 0.1) is drawn per
+    chunk from ``(seed, time chunk, y chunk)``. Land (NaN, ``land_mask`` 1) is the lower-left
+    quarter's corner, as in :func:`make_field`. Chunks default to ``time=30, y=250, x=250``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = write_large_field(pathlib.Path(tempfile.mkdtemp()) / "f.zarr", 6, 20, 30,
+    ...                       chunks={"time": 4, "y": 8, "x": 8})
+    >>> ds = xr.open_zarr(p)
+    >>> ds["ssh"].shape, ds["ssh"].encoding["chunks"]
+    ((6, 20, 30), (4, 8, 8))
+    """
+    c = {"time": 30, "y": 250, "x": 250, **dict(chunks or {})}
+    ct, cy, cx = min(c["time"], nt), min(c["y"], ny), min(c["x"], nx)
+    path = Path(path)
+    land = np.zeros((ny, nx), dtype="int8")
+    land[: max(1, ny // 4), : max(1, nx // 4)] = 1
+    coords = {
+        "time": (
+            "time",
+            pd.date_range("2020-01-01", periods=nt, freq="D"),
+            {"standard_name": "time"},
+        ),
+        "y": (
+            "y",
+            np.arange(ny) * 10.0,
+            {"units": "km", "standard_name": "projection_y_coordinate"},
+        ),
+        "x": (
+            "x",
+            np.arange(nx) * 10.0,
+            {"units": "km", "standard_name": "projection_x_coordinate"},
+        ),
+    }
+    import dask.array as dsa
+
+    lazy = dsa.zeros((nt, ny, nx), dtype="float32", chunks=(ct, cy, cx))
+    template = xr.Dataset(
+        {
+            "ssh": (("time", "y", "x"), lazy, {"units": "m", "long_name": "ssh"}),
+            "land_mask": (("y", "x"), land, {"long_name": "1 on land"}),
+        },
+        coords=coords,
+        attrs={"title": "geodl synthetic large field"},
+    )
+    enc = {"ssh": {"chunks": (ct, cy, cx)}, "land_mask": {"chunks": (cy, cx)}}
+    template.to_zarr(path, mode="w", compute=False, encoding=enc, zarr_format=3, consolidated=False)
+    template[["land_mask"]].to_zarr(path, mode="r+", consolidated=False)
+    k = 2 * np.pi / wavelength
+    x = np.arange(nx, dtype=np.float32)[None, None, :]
+    for i, t0 in enumerate(range(0, nt, ct)):
+        t = np.arange(t0, min(nt, t0 + ct), dtype=np.float32)[:, None, None]
+        for j, y0 in enumerate(range(0, ny, cy)):
+            y = np.arange(y0, min(ny, y0 + cy), dtype=np.float32)[None, :, None]
+            rng = np.random.default_rng([seed, i, j])
+            block = np.sin(k * x + np.float32(2 * np.pi * 0.05) * t) * np.cos(k * y)
+            block += np.float32(0.1) * rng.standard_normal(block.shape, dtype=np.float32)
+            block[:, land[y0 : y0 + cy].astype(bool)] = np.nan
+            region = {"time": slice(t0, t0 + len(t)), "y": slice(y0, y0 + block.shape[1])}
+            xr.Dataset({"ssh": (("time", "y", "x"), block)}).to_zarr(
+                path, region={**region, "x": slice(0, nx)}, consolidated=False
+            )
+    return path

@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -51,6 +52,7 @@ from geodl.methods.observing import (
     noise_level,
     observation_dataset,
     observe,
+    observe_blocks,
     observe_members,
 )
 from geodl.models.outputs import ScaledUncertainty
@@ -593,9 +595,21 @@ def split_labels(
     return out
 
 
+#: Cells a side of the window of the training observations whose correlation scales are
+#: estimated (:func:`summarise_inputs`): the FFT pair sums of a larger grid would not fit memory.
+SCALES_WINDOW = 256
+
+
+def _obs_values(obs: Any, t: slice, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+    """``obs[t, ys, xs]`` of an array or a (lazy) DataArray ``(time, y, x)``, as NumPy."""
+    if isinstance(obs, xr.DataArray):
+        return np.asarray(obs.isel(dict(zip(obs.dims, (t, ys, xs), strict=True))).values)
+    return np.asarray(obs[t, ys, xs])
+
+
 def summarise_inputs(
     truth: xr.DataArray,
-    obs: np.ndarray,
+    obs: np.ndarray | xr.DataArray,
     bounds: dict[str, tuple[Any, Any]],
     *,
     window: int,
@@ -603,6 +617,7 @@ def summarise_inputs(
     simulated_noise: bool = True,
     periodic: bool = False,
     predictors: xr.Dataset | None = None,
+    budget: int | None = None,
 ) -> dict[str, Any]:
     """What every method is given (``prepare.json``): the splits of ``truth`` ``(time, y, x)``
     by ``bounds`` (``{"train": (a, b), "val": ..., "test": ...}``, gaps of ``window`` steps),
@@ -611,22 +626,34 @@ def summarise_inputs(
     :class:`DataError`; a noise level above the observed signal is a warning (``simulated_noise``:
     the noise is the one the observations were made with). ``predictors`` (the variables of
     :func:`read_predictors`: with a time axis ``inputs``, without ``static``) get training
-    statistics too."""
+    statistics too.
+
+    ``obs`` may be a lazy DataArray (the observation file): it is read by blocks of time steps
+    that fit ``budget`` bytes (:mod:`geodl.data.blocks`), and the correlation scales are those of
+    the central :data:`SCALES_WINDOW` x :data:`SCALES_WINDOW` cells of a larger grid (recorded as
+    ``scales_window``; a sub-window is not periodic); the coverage and the observations' moments
+    use every block (merged in float64 when there are several)."""
     from geodl.data import compute_stats, make_splits
+    from geodl.data.blocks import block_ranges, block_size, nan_moments
 
     t_dim, y_dim, x_dim = (str(d) for d in truth.dims)
     var = str(truth.name)
     times = truth[t_dim].values
     splits = make_splits(times, split_labels(bounds, times), window=window)
-    finite = np.isfinite(obs)
+    nt, ny, nx = truth.shape
+    steps = block_size(nt, 8 * ny * nx, budget)  # a block of values and its finite mask
+    counts = np.zeros(nt, dtype=np.int64)  # observations per time step
+    for a, b in block_ranges(0, nt, steps):
+        counts[a:b] = np.isfinite(_obs_values(obs, slice(a, b))).sum(axis=(1, 2))
     coverage = {}
     for name, sp in splits.items():
-        if not finite[sp.start : sp.stop].any():
+        seen = int(counts[sp.start : sp.stop].sum())
+        if not seen:
             raise DataError(
                 f"split '{name}' (time steps {sp.start}..{sp.stop - 1}) holds no observation; "
                 "move its range or observe more densely"
             )
-        coverage[name] = float(finite[sp.start : sp.stop].mean())
+        coverage[name] = seen / ((sp.stop - sp.start) * ny * nx)
     pred = predictors if predictors is not None else xr.Dataset()
     names = [str(v) for v in pred.data_vars]
     for n in names:  # before the statistics, which would only warn about empty means
@@ -646,8 +673,9 @@ def summarise_inputs(
     )
     stats["variables"][f"{var}_obs"] = stats["variables"][var]  # obs in the target's units
     train = splits["train"]
-    train_obs = obs[train.start : train.stop]
-    obs_std = float(np.nanstd(train_obs))
+    _, obs_mean, obs_std = nan_moments(
+        _obs_values(obs, slice(a, b)) for a, b in block_ranges(train.start, train.stop, steps)
+    )
     warnings = []
     # the observations' variance is signal + noise: noise above half of it means a negative SNR
     if simulated_noise and noise_std > obs_std / math.sqrt(2):
@@ -655,8 +683,17 @@ def summarise_inputs(
             f"obs.noise_std {noise_std:g} exceeds the std of the signal it observes "
             f"(observations' std {obs_std:.3g}): the observations are mostly noise"
         )
-    train_da = truth.isel({t_dim: slice(train.start, train.stop)})
-    scales, reason = observed_scales(train_da.copy(data=train_obs), noise_std, periodic=periodic)
+    ys, xs = (
+        slice(max(0, (n - SCALES_WINDOW) // 2), max(0, (n - SCALES_WINDOW) // 2) + SCALES_WINDOW)
+        for n in (ny, nx)
+    )
+    part = ny > SCALES_WINDOW or nx > SCALES_WINDOW
+    tr = slice(train.start, train.stop)
+    train_da = truth.isel({t_dim: tr, y_dim: ys, x_dim: xs})
+    train_obs = _obs_values(obs, tr, ys, xs)
+    scales, reason = observed_scales(
+        train_da.copy(data=train_obs), noise_std, periodic=periodic and not part
+    )
     if scales is None:
         warnings.append(f"no correlation scales from the training observations ({reason})")
     else:
@@ -673,8 +710,9 @@ def summarise_inputs(
         "coverage": coverage,
         "obs_std_train": obs_std,
         "noise_std": noise_std,
-        "obs_mean_train": float(np.nanmean(train_obs)),
+        "obs_mean_train": obs_mean,
         "scales": scales,
+        **({"scales_window": {"y": [ys.start, ys.stop], "x": [xs.start, xs.stop]}} if part else {}),
         "periodic": periodic,
         "grid": {
             "kind": kind,
@@ -690,12 +728,30 @@ def summarise_inputs(
     }
 
 
-def read_truth(path: Path, var: str, land_mask: str | None = None) -> xr.DataArray:
-    """The truth ``var`` of ``path`` as a loaded ``(time, y, x)`` DataArray; one
-    :class:`DataError` line if it is NaN everywhere."""
+def read_truth(
+    path: Path, var: str, land_mask: str | None = None, *, budget: int | None = None
+) -> xr.DataArray:
+    """The truth ``var`` of ``path`` as a ``(time, y, x)`` DataArray: loaded where it takes at
+    most a quarter of ``budget`` bytes (default :data:`geodl.data.blocks.MEMORY_BUDGET`; the
+    in-memory preparation copies it a few times), else lazy (Dask, by the file's storage chunks)
+    for the block-wise preparation; one :class:`DataError` line if it is NaN everywhere."""
+    from geodl.data.blocks import MEMORY_BUDGET, block_ranges
+
     src = GriddedSource(path, target=var, land_mask=land_mask)
-    truth = src.variable(var, dask=False).load().transpose(*src.dims)
-    if not np.isfinite(truth.values).any():
+    lazy = src.variable(var).transpose(*src.dims)
+    budget = MEMORY_BUDGET if budget is None else budget
+    if 4 * lazy.size * lazy.dtype.itemsize <= budget:
+        truth = src.variable(var, dask=False).load().transpose(*src.dims)
+        blocks: Any = [truth.values]
+    else:
+        truth = lazy.chunk(dict(zip(src.dims, src.chunks[var], strict=True)))
+        t_dim = src.dims[0]
+        # a finite value in the first blocks ends the check: one pass only for all-NaN data
+        blocks = (
+            truth.isel({t_dim: slice(a, b)}).values
+            for a, b in block_ranges(0, truth.shape[0], src.chunks[var][0])
+        )
+    if not any(np.isfinite(b).any() for b in blocks):
         raise DataError(
             f"truth variable '{var}' in {path} is NaN everywhere; check data.variable or the "
             "file's _FillValue"
@@ -731,18 +787,30 @@ def prepare_inputs(
     periodic: bool,
     members: xr.DataArray | None = None,
     predictors: xr.Dataset | None = None,
+    obs_path: Path | None = None,
+    budget: int | None = None,
 ) -> tuple[xr.Dataset, xr.Dataset | None, dict[str, Any]]:
     """Observe ``truth`` (and the extra realisations ``members``) as ``obs`` says and summarise
     what every method is given: ``(observations, members' observations or None, prepare.json)``,
     with training statistics of the ``predictors`` (:func:`read_predictors`).
+
+    With ``obs_path``, the observations are written to that file (NetCDF, chunked) block by block
+    of time steps as many as fit ``budget`` bytes (:mod:`geodl.data.blocks`), and returned opened
+    lazily from it: with a lazy ``truth`` (:func:`read_truth`), memory is bounded by the budget,
+    not the grid (nadir and swath observations; clouds and files are made whole).
     """
     var = str(truth.name)
-    noise_std = noise_level(obs, truth)
-    values = observe(truth, obs, noise_std)
-    if not np.isfinite(values).any():
-        raise DataError(f"no observation at all of '{var}' (obs.kind {obs.kind})")
     source = f"geodl obs: {obs.model_dump_json()}"
-    obs_ds = observation_dataset(values, truth, var, obs.kind, source)
+    steps = _obs_steps(truth, budget)
+    noise_std = noise_level(obs, truth, steps=steps)
+    if obs_path is None:
+        values: Any = observe(truth, obs, noise_std)
+        if not np.isfinite(values).any():
+            raise DataError(f"no observation at all of '{var}' (obs.kind {obs.kind})")
+        obs_ds = observation_dataset(values, truth, var, obs.kind, source)
+    else:
+        obs_ds = _write_observations(truth, obs, noise_std, obs_path, source, steps)
+        values = obs_ds[f"{var}_obs"]
     members_ds = None
     if members is not None:
         made = observe_members(members, obs, noise_std)
@@ -756,8 +824,44 @@ def prepare_inputs(
         simulated_noise=obs.kind != "file",
         periodic=periodic,
         predictors=predictors,
+        budget=budget,
     )
     return obs_ds, members_ds, prep
+
+
+#: Bytes per grid cell of one block of :func:`observe_blocks` (truth, zeros, the operator's grid,
+#: its point table, the mask and the observations).
+_OBS_BYTES_PER_CELL = 48
+
+
+def _obs_steps(truth: xr.DataArray, budget: int | None) -> int:
+    from geodl.data.blocks import block_size
+
+    return block_size(truth.shape[0], _OBS_BYTES_PER_CELL * truth[0].size, budget)
+
+
+def _write_observations(
+    truth: xr.DataArray, obs: ObsSection, noise_std: float, path: Path, source: str, steps: int
+) -> xr.Dataset:
+    """:func:`observe` of ``truth`` written to the file ``path`` block by block of ``steps`` time
+    steps (:func:`~geodl.methods.observing.observe_blocks`); the file, opened lazily."""
+    import dask.array as dsa
+
+    from geodl.data.blocks import FieldWriter
+
+    var = str(truth.name)
+    name = f"{var}_obs"
+    lazy = dsa.full(truth.shape, np.nan, dtype="float32", chunks=(steps, *truth.shape[1:]))
+    template = observation_dataset(lazy, truth, var, obs.kind, source)  # type: ignore[arg-type]
+    ny, nx = truth.shape[1:]
+    seen = False
+    with FieldWriter(path, template, dict(zip(truth.dims, (steps, 256, 256), strict=True))) as w:
+        for t0, t1, values in observe_blocks(truth, obs, noise_std, steps=steps):
+            seen = seen or bool(np.isfinite(values).any())
+            w.write(name, (slice(t0, t1), slice(0, ny), slice(0, nx)), values)
+        if not seen:
+            raise DataError(f"no observation at all of '{var}' (obs.kind {obs.kind})")
+    return xr.open_dataset(path)
 
 
 def prediction_attrs(
@@ -853,6 +957,17 @@ def write_reconstruction(
             back.to_netcdf(tmp, encoding=cf_encoding(back))
         tmp.replace(path)
     return path
+
+
+@contextmanager
+def _sorted_lazy(
+    path: Path, names: list[str], dims: list[str], time: slice | None = None
+) -> Iterator[xr.Dataset]:
+    """:func:`read_sorted` without loading: the file's variables, lazily indexed (bands are
+    read as they are selected), closed on exit."""
+    with xr.open_dataset(path) as raw:
+        ds = sort_axes(raw[[n for n in names if n in raw]], tuple(dims[1:]))[0]
+        yield ds if time is None else ds.isel({dims[0]: time})
 
 
 def read_sorted(path: Path, names: list[str], dims: list[str], time: slice | None = None):
@@ -955,28 +1070,53 @@ def score_reconstructions(
     prep: dict[str, Any],
     *,
     reference: str | None = "oi",
+    budget: int | None = None,
 ) -> dict[str, Any]:
     """Scores (:func:`geodl.metrics.score`) of each method's predictions file over the test
     period recorded in ``prep`` (``prepare.json``), with ratios to ``reference`` where it is
-    one of them; the ``metrics.json`` body (``methods``, ``units``, ``test_period``)."""
-    from geodl.metrics import relative_to, score, score_units
+    one of them; the ``metrics.json`` body (``methods``, ``units``, ``test_period``).
+
+    The files are read by bands of rows (every test step, every column) that fit ``budget``
+    bytes (:mod:`geodl.data.blocks`) and scored with :class:`geodl.metrics.ScoreAccumulator`:
+    every score, the PSD-based ``lambda_x`` / ``lambda_t`` included, is that of the whole field
+    (to the rounding of the sums), with one band in memory at a time."""
+    from geodl.data.blocks import block_ranges, block_size
+    from geodl.metrics import ScoreAccumulator, relative_to, score_units
 
     var = prep["variable"]
     t_dim, y_dim, x_dim = prep["dims"]
     a, b = prep["splits"]["test"]
-    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
     dims = {"time_dim": t_dim, "y_dim": y_dim, "x_dim": x_dim}
     projected = prep["grid"]["kind"] == "projected"
     grid = {"dx": prep["grid"]["dx_km"] if projected else None, "dt": None}
     results, bounds = {}, {}
-    for method, path in predictions.items():
-        ds = read_sorted(path, [var, f"{var}_std"], prep["dims"])
-        pred = ds[var].reindex_like(truth)
-        std = ds[f"{var}_std"].reindex_like(truth) if f"{var}_std" in ds else None
-        found: dict[str, str] = {}
-        results[method] = score(pred, truth, std=std, bounds=found, **grid, **dims)
-        if found:
-            bounds[method] = found
+    with _sorted_lazy(truth_path, [var], prep["dims"], slice(a, b)) as tds:
+        truth_all = tds[var]
+        nt, ny, nx = (truth_all.sizes[d] for d in prep["dims"])
+        # a band's truth, prediction, std, their float64 copies, error, masks and spectra
+        rows = block_size(ny, 96 * nt * nx, budget)
+        bands = list(block_ranges(0, ny, rows))
+        first = None
+        for method, path in predictions.items():
+            acc = ScoreAccumulator()
+            with _sorted_lazy(path, [var, f"{var}_std"], prep["dims"]) as ds:
+                for y0, y1 in bands:
+                    truth = truth_all.isel({y_dim: slice(y0, y1)}).load()
+                    first = truth if first is None else first
+                    band = ds.isel({y_dim: slice(y0, y1)})
+                    pred = band[var].reindex_like(truth).load()
+                    std = (
+                        band[f"{var}_std"].reindex_like(truth).load()
+                        if f"{var}_std" in band
+                        else None
+                    )
+                    acc.add(pred, truth, std=std, **grid, **dims)
+            found: dict[str, str] = {}
+            results[method] = acc.result(bounds=found)
+            if found:
+                bounds[method] = found
+        if first is None:
+            first = truth_all.isel({y_dim: slice(0, 1)}).load()
     if reference in results:  # the comparison that matters: against the tuned OI of this run
         results = relative_to(results, reference)
     flip = {"<=": ">=", ">=": "<="}
@@ -990,7 +1130,7 @@ def score_reconstructions(
             side = own if ref is None else ref if own is None or own == ref else "?"
             if side is not None:
                 bounds.setdefault(method, {})[ratio] = side
-    units = score_units(truth, **grid, **dims)
+    units = score_units(first, **grid, **dims)  # from the coordinates and attributes alone
     if projected:
         units["lambda_x"] = "km"
     out = {"task": "mapping", "methods": results, "units": units, "test_period": [a, b]}
@@ -1113,6 +1253,136 @@ def _reconstruct_oi(
         for v in (m, s)
     ]
     return out[0], out[1]
+
+
+#: Cutoff (in correlation scales) of the observations entering an OI system
+#: (:func:`geodl.baselines.optimal_interpolation`'s default, which :func:`_reconstruct_oi` uses).
+_OI_CUTOFF = 3.0
+#: Tiles of ``oi.tile_space`` a side per spatial region of :func:`_stream_oi`.
+_OI_REGION_TILES = 16
+
+
+def _oi_halo(length: float, coords: np.ndarray, tile: int) -> int:
+    """Grid steps covering ``_OI_CUTOFF * length`` along regular ``coords``, rounded up to whole
+    tiles (so that a region's tiles line up with those of the whole grid)."""
+    step = float(np.abs(np.diff(coords)).min()) if len(coords) > 1 else 1.0
+    cells = math.ceil(_OI_CUTOFF * length / step) + 1
+    return tile * math.ceil(cells / tile)
+
+
+def _stream_oi(
+    section: OISection,
+    data: MappingData,
+    artifact: Path,
+    split: tuple[int, int],
+    path: Path,
+    *,
+    attrs: dict[str, dict[str, str]],
+    dataset_attrs: dict[str, str],
+) -> Path:
+    """:func:`_reconstruct_oi` written region by region into ``path``.
+
+    Each region (``oi.tile_time`` x ``_OI_REGION_TILES`` steps in time, ``_OI_REGION_TILES``
+    tiles a side in space) is analysed from the observations within ``_OI_CUTOFF`` correlation
+    scales of it (a halo rounded up to whole tiles), which are every observation any of its
+    tiles can select: the analysis equals that of the whole grid (to the rounding of the batched
+    solves), and memory holds one region with its halo. A periodic domain is split in time only.
+    """
+    from geodl.baselines import OIParams
+    from geodl.data.blocks import FieldWriter
+
+    chosen = json.loads(Path(artifact).read_text())["params"]
+    params = OIParams(**{k: chosen[k] for k in ("lx", "ly", "lt", "signal_std", "noise_std")})
+    src, var = data.source, data.variable
+    t_dim, y_dim, x_dim = src.dims
+    lazy = src.variable(src.obs[0]).isel({t_dim: slice(*split)}).transpose(*src.dims)
+    t_all, y_all, x_all = _coords(lazy)
+    nt, ny, nx = lazy.shape
+    period = _period(y_all, x_all, chosen["periodic"])
+    tt, ts = section.tile_time, section.tile_space
+    ht = _oi_halo(params.lt, t_all.numpy(), tt)
+    hy = _oi_halo(params.ly, y_all.numpy(), ts)
+    hx = _oi_halo(params.lx, x_all.numpy(), ts)
+    side = ts * _OI_REGION_TILES
+    periodic = period != (None, None)
+    ry, rx = (ny, nx) if periodic else (side, side)
+    rt = tt * _OI_REGION_TILES
+    sea = ~src.land()
+    import dask.array as dsa
+
+    template = xr.Dataset(
+        {
+            n: (
+                lazy.dims,
+                dsa.full(lazy.shape, np.nan, dtype="float32", chunks=(1, ny, nx)),
+                attrs[n],
+            )
+            for n in (var, f"{var}_std")
+        },
+        coords=lazy.coords,
+        attrs={**dataset_attrs, "history": _history("oi reconstruction")},
+    )
+    chunks = {t_dim: tt, y_dim: min(side, 256), x_dim: min(side, 256)}
+    with FieldWriter(path, template, chunks) as writer:
+        for t0 in range(0, nt, rt):
+            t1 = min(nt, t0 + rt)
+            a, b = max(0, t0 - ht), min(nt, t1 + ht)
+            for y0 in range(0, ny, ry):
+                y1 = min(ny, y0 + ry)
+                c, d = max(0, y0 - hy), min(ny, y1 + hy)
+                for x0 in range(0, nx, rx):
+                    x1 = min(nx, x0 + rx)
+                    e, f = max(0, x0 - hx), min(nx, x1 + hx)
+                    box = (slice(split[0] + a, split[0] + b), slice(c, d), slice(e, f))
+                    obs = src.read(src.obs[0], box)
+                    inner = (slice(t0 - a, t1 - a), slice(y0 - c, y1 - c), slice(x0 - e, x1 - e))
+                    coords = (t_all[a:b], y_all[c:d], x_all[e:f])
+                    m, s = _oi_region(obs, coords, inner, params, section, chosen, period)
+                    land = sea[y0:y1, x0:x1]
+                    region = (slice(t0, t1), slice(y0, y1), slice(x0, x1))
+                    for n, v in ((var, m), (f"{var}_std", s)):
+                        writer.write(n, region, np.where(land, v, np.float32(np.nan)))
+    return path
+
+
+def _oi_region(
+    obs: np.ndarray,
+    coords: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    inner: tuple[slice, slice, slice],
+    params: Any,
+    section: OISection,
+    chosen: dict[str, Any],
+    period: tuple[float | None, float | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """OI mean and std (float32) over ``inner`` of the observations ``obs`` (a region and its
+    halo); the background (mean, prior std) where no observation is within reach, as the whole
+    grid's analysis gives there."""
+    from geodl.baselines import optimal_interpolation
+
+    scale = chosen.get("std_scale", 1.0)  # calibrated on the validation period
+    shape = tuple(s.stop - s.start for s in inner)
+    if not np.isfinite(obs).any():
+        m = np.full(shape, chosen["mean"], dtype=np.float32)
+        s = np.full(shape, math.sqrt(params.signal_std**2) * scale, dtype=np.float32)
+        return m, s
+    m, s = optimal_interpolation(
+        torch.from_numpy(obs.astype(np.float64)),
+        *coords,
+        params,
+        tile=(section.tile_time, section.tile_space, section.tile_space),
+        max_obs=section.max_obs,
+        mean=chosen["mean"],
+        period=period,
+        times=torch.arange(inner[0].start, inner[0].stop),
+    )
+    s = s * scale
+    return m[inner].numpy().astype(np.float32), s[inner].numpy().astype(np.float32)
+
+
+def _history(action: str) -> str:
+    from geodl.data.stitch import history
+
+    return history(None, action)
 
 
 # ----- learned methods ---------------------------------------------------------------------
@@ -1496,6 +1766,10 @@ def _load_learned(
     return model, ckpt["geodl"]["normalizer"]
 
 
+#: Rows and columns of the tiles a learned method's predictions are stitched and written by.
+_PREDICT_TILE = 256
+
+
 def _stream_learned(name: str) -> Callable[..., Path]:
     def stream(
         section: LearnedSection,
@@ -1540,6 +1814,7 @@ def _stream_learned(name: str) -> Callable[..., Path]:
             split=split,
             normalizer=stats,
             batch_size=batch_size,
+            tile=(_PREDICT_TILE, _PREDICT_TILE),  # bounded accumulators, chunks read by bands
             names=names,
             attrs=attrs if has_std else _without_std(attrs, var),
             dataset_attrs=dataset_attrs,
@@ -1548,7 +1823,17 @@ def _stream_learned(name: str) -> Callable[..., Path]:
     return stream
 
 
-register(MappingMethod("oi", OISection, _fit_oi, _reconstruct_oi, learned=False, artifact=".json"))
+register(
+    MappingMethod(
+        "oi",
+        OISection,
+        _fit_oi,
+        _reconstruct_oi,
+        learned=False,
+        artifact=".json",
+        stream=_stream_oi,
+    )
+)
 for _name, _section in (("unet", UNetSection), ("dincae", DincaeSection)):
     register(
         MappingMethod(

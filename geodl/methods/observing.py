@@ -12,7 +12,7 @@ import glob
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ __all__ = [
     "noise_level",
     "observation_dataset",
     "observe",
+    "observe_blocks",
     "observe_members",
     "observe_field",
     "obs_files",
@@ -90,6 +91,13 @@ class ObsSection(Section):
             raise ValueError("kind 'file' needs path and variable (the observation file and name)")
         return self
 
+    def check_files(self) -> None:
+        """For ``kind: file``: every file and glob pattern of ``path`` is there (the stage runner
+        calls this before the stages that read this section; validation does not, as a config
+        may be validated before its observation files exist)."""
+        if self.kind == "file" and self.path is not None:
+            obs_files(self.path)
+
 
 def obs_grid(da: xr.DataArray) -> Any:
     """The :class:`geodl.obs.Grid` (days, km) of ``da``, whose dims are ``(time, y, x)``."""
@@ -107,6 +115,11 @@ def observe_field(da: xr.DataArray, kind: str, **options: Any) -> Any:
     :func:`~geodl.obs.observe_clouds`; ``None`` values take the operator's default. Returns the
     operator's result (``.grid`` holds the gridded observations, NaN where unobserved).
     """
+    return _operate(da.values, obs_grid(da), kind, **options)
+
+
+def _operate(values: np.ndarray, grid: Any, kind: str, **options: Any) -> Any:
+    """The operator ``kind`` on ``values`` over the :class:`geodl.obs.Grid` ``grid``."""
     from geodl import obs as ops
 
     funcs = {"nadir": ops.observe_nadir, "swath": ops.observe_swath, "clouds": ops.observe_clouds}
@@ -114,7 +127,7 @@ def observe_field(da: xr.DataArray, kind: str, **options: Any) -> Any:
         raise UserInputError(f"unknown observation kind '{kind}'; choose {', '.join(funcs)}")
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        return funcs[kind](da.values, obs_grid(da), **options)
+        return funcs[kind](values, grid, **options)
     except TypeError as exc:
         raise UserInputError(f"bad option for observe {kind}: {exc}") from None
 
@@ -139,12 +152,65 @@ def observe(
     return np.where(np.isfinite(field), made.grid.astype(np.float32), np.nan)
 
 
-def noise_level(section: ObsSection, truth: xr.DataArray) -> float:
+def observe_blocks(
+    truth: xr.DataArray,
+    section: ObsSection,
+    noise_std: float,
+    *,
+    steps: int,
+    seed: int | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """:func:`observe` of ``truth`` ``(time, y, x)`` (NumPy- or Dask-backed) by blocks of
+    ``steps`` time steps: yields ``(t0, t1, observations of steps t0 .. t1 - 1)``, the values of
+    :func:`observe` bit for bit, holding one block of the truth at a time.
+
+    Nadir and swath observations are made per block: where the instruments look is found on the
+    block widened by one step on each side (so that a pass halfway between two steps goes to the
+    same step as on the whole axis), and the noise is drawn from one generator in the order
+    :func:`observe` draws it (time, then y, then x). Clouds (correlated in time) and files are
+    made in one block: their memory is not bounded.
+    """
+    n = truth.shape[0]
+    if section.kind not in ("nadir", "swath") or steps >= n:
+        yield 0, n, observe(truth, section, noise_std, seed)
+        return
+    from geodl.obs import Grid
+
+    options = {k: getattr(section, k) for k in KIND_OPTIONS[section.kind]}
+    rng = np.random.default_rng(section.seed if seed is None else seed)
+    t_dim = truth.dims[0]
+    whole = obs_grid(truth)  # days from the first step of the whole axis, not of a block
+    for t0 in range(0, n, steps):
+        t1 = min(n, t0 + steps)
+        lo, hi = max(0, t0 - 1), min(n, t1 + 1)
+        grid = Grid(time=whole.time[lo:hi], y=whole.y, x=whole.x)
+        zeros = np.zeros((hi - lo, *truth.shape[1:]), np.float32)
+        # the operator on zeros without noise: 0 where it looks, NaN elsewhere
+        made = _operate(zeros, grid, section.kind, noise_std=0.0, seed=0, **options)
+        mask = np.isfinite(made.grid[t0 - lo : t0 - lo + t1 - t0])
+        del made, zeros
+        field = np.asarray(truth.isel({t_dim: slice(t0, t1)}).values)
+        out = np.full(field.shape, np.nan, dtype=np.float32)
+        noise = rng.standard_normal(int(mask.sum()))
+        out[mask] = field[mask] + noise_std * noise
+        yield t0, t1, np.where(np.isfinite(field), out, np.float32(np.nan))
+
+
+def noise_level(section: ObsSection, truth: xr.DataArray, *, steps: int | None = None) -> float:
     """The observation error std: ``noise_fraction`` of the truth's std where given, else
-    ``noise_std``."""
-    if section.noise_fraction is not None:
+    ``noise_std``. With ``steps``, the std is computed by blocks of that many time steps
+    (:func:`geodl.data.blocks.nan_moments`)."""
+    if section.noise_fraction is None:
+        return section.noise_std
+    if steps is None or steps >= truth.shape[0]:
         return section.noise_fraction * float(np.nanstd(truth.values))
-    return section.noise_std
+    from geodl.data.blocks import block_ranges, nan_moments
+
+    t_dim = truth.dims[0]
+    blocks = (
+        truth.isel({t_dim: slice(a, b)}).values for a, b in block_ranges(0, truth.shape[0], steps)
+    )
+    return section.noise_fraction * nan_moments(blocks)[2]
 
 
 def observe_members(members: xr.DataArray, section: ObsSection, noise_std: float) -> xr.DataArray:
@@ -192,6 +258,14 @@ def obs_files(path: str | Path | Sequence[str | Path], *, strict: bool = True) -
     return sorted(found)
 
 
+def _missing_variable(variable: str, path: Path, present: Any) -> str:
+    """The error line for an ``obs.variable`` that the observation file ``path`` lacks."""
+    return (
+        f"obs.variable: variable '{variable}' not in the observation file {path}; its "
+        f"variables: {sorted(map(str, present))}; set obs.variable to one of them"
+    )
+
+
 def _point_names(ds: xr.Dataset, where: Path) -> tuple[str, str, str]:
     """The time, y (or latitude) and x (or longitude) variables of a point table."""
     names = {str(k).lower(): str(k) for k in ds.variables}
@@ -223,10 +297,7 @@ def read_points(
     for path in files:
         with xr.open_dataset(path) as ds:
             if variable not in ds.variables:
-                raise DataError(
-                    f"variable '{variable}' not in {path}; variables: "
-                    f"{sorted(map(str, ds.variables))}"
-                )
+                raise DataError(_missing_variable(variable, path, ds.variables))
             da = ds[variable]
             names = _point_names(ds, path)
             odd = [n for n in names if ds[n].dims != da.dims]
@@ -294,9 +365,7 @@ def read_observations(
     where = str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
     ds = open_dataset(files[0])
     if variable not in ds.data_vars:
-        raise DataError(
-            f"variable '{variable}' not in {files[0]}; variables: {sorted(map(str, ds.data_vars))}"
-        )
+        raise DataError(_missing_variable(variable, files[0], ds.data_vars))
     if ds[variable].ndim == 1:
         ds.close()
         return _bin_tables(files, variable, truth, where)

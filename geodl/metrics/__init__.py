@@ -36,7 +36,15 @@ from geodl.metrics.calibration import calibration
 from geodl.metrics.distributions import histogram_distance, near_fraction
 from geodl.metrics.ensemble import energy_score, ensemble_scores, variogram_score
 from geodl.metrics.forecast import first_bad_step, forecast_rmse, leave_step
-from geodl.metrics.mapping import mu, nrmse, relative_to, rmse, score, score_units
+from geodl.metrics.mapping import (
+    ScoreAccumulator,
+    mu,
+    nrmse,
+    relative_to,
+    rmse,
+    score,
+    score_units,
+)
 from geodl.metrics.spectral import (
     ResolutionBoundWarning,
     effective_resolution,
@@ -63,6 +71,7 @@ __all__ = [
     "psd_score",
     "relative_to",
     "rmse",
+    "ScoreAccumulator",
     "score",
     "score_units",
     "spectrum_log10_error",

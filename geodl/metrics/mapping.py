@@ -16,11 +16,18 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from geodl.errors import DataError
 from geodl.metrics._inputs import ArrayLike, _Grid, _prepare
 from geodl.metrics.calibration import _calibration
-from geodl.metrics.spectral import ResolutionBoundWarning, _psd_score, effective_resolution
+from geodl.metrics.spectral import (
+    ResolutionBoundWarning,
+    _check_psd_shape,
+    _psd_from_spectra,
+    _spectra_sums,
+    effective_resolution,
+)
 
-__all__ = ["mu", "nrmse", "relative_to", "rmse", "score", "score_units"]
+__all__ = ["ScoreAccumulator", "mu", "nrmse", "relative_to", "rmse", "score", "score_units"]
 
 
 def rmse(prediction: ArrayLike, truth: ArrayLike, *, mask: ArrayLike | None = None) -> float:
@@ -167,31 +174,139 @@ def score(
     >>> sorted(s)
     ['coverage_68', 'coverage_95', 'crps', 'lambda_t', 'lambda_x', 'mu', 'mu_std', 'rmse']
     """
-    dims = {"time_dim": time_dim, "y_dim": y_dim, "x_dim": x_dim}
-    p, t, s, valid = _prepare(prediction, truth, std=std, mask=mask, dx=dx, dt=dt, **dims)
-    total_mu, mu_std = _mu(p, t, valid)
-    spectra = _psd_score(p, t, valid)
-    out = {
-        "rmse": float(np.sqrt(np.mean((p.values - t.values)[valid] ** 2))),
-        "mu": total_mu,
-        "mu_std": mu_std,
-    }
-    for key, k, ps in (
-        ("lambda_x", "wavenumber_x", "score_x"),
-        ("lambda_t", "frequency_t", "score_t"),
-    ):
-        if bounds is None:
-            out[key] = effective_resolution(spectra[k], spectra[ps])
-            continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResolutionBoundWarning)
-            out[key] = effective_resolution(spectra[k], spectra[ps])
-        for w in caught:
-            if isinstance(w.message, ResolutionBoundWarning):
-                bounds[key] = w.message.side
-            else:  # not ours: shown as it would have been
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if s is not None:
-        cal = _calibration(p, t, s, valid)
-        out.update({k: cal[k] for k in ("coverage_68", "coverage_95", "crps")})
-    return out
+    acc = ScoreAccumulator()
+    acc.add(
+        prediction,
+        truth,
+        std=std,
+        mask=mask,
+        dx=dx,
+        dt=dt,
+        time_dim=time_dim,
+        y_dim=y_dim,
+        x_dim=x_dim,
+    )
+    return acc.result(bounds=bounds)
+
+
+class ScoreAccumulator:
+    """:func:`score` over a field given band by band: bands of rows (y) with every time step and
+    every x, added one after the other with :meth:`add`; :meth:`result` gives the scores.
+
+    Why bands of rows: every score is a sum over entries, except the PSD score, whose spectra
+    are sums over independent (t, x) slices, one per row (the mean is removed per row). So a
+    field far larger than memory is scored exactly, one band in memory at a time; one band (what
+    :func:`score` adds) gives the in-memory arithmetic bit for bit, several agree with it to the
+    rounding of the sums' order.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, xarray as xr
+    >>> rng = np.random.default_rng(0)
+    >>> truth = xr.DataArray(rng.normal(size=(16, 8, 16)), dims=("time", "y", "x"))
+    >>> pred = truth + 0.1 * rng.normal(size=truth.shape)
+    >>> acc = ScoreAccumulator()
+    >>> for rows in (slice(0, 3), slice(3, 8)):
+    ...     acc.add(pred.isel(y=rows), truth.isel(y=rows))
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", ResolutionBoundWarning)
+    ...     a, b = acc.result(), score(pred, truth)
+    >>> all(abs(a[k] - b[k]) < 1e-12 for k in a)
+    True
+    """
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._sq = 0.0
+        self._err2 = self._ref2 = 0.0
+        self._err2_t: Any = 0.0
+        self._ref2_t: Any = 0.0
+        self._n_t: Any = 0
+        self._spectra: list[Any] = []
+        self._rows = 0
+        self._cal: list[tuple[int, dict[str, float]]] = []
+        self._grid: _Grid | None = None
+
+    def add(
+        self,
+        prediction: ArrayLike,
+        truth: ArrayLike,
+        *,
+        std: ArrayLike | None = None,
+        mask: ArrayLike | None = None,
+        dx: float | None = None,
+        dt: float | None = None,
+        time_dim: str | None = None,
+        y_dim: str | None = None,
+        x_dim: str | None = None,
+    ) -> None:
+        """Add one band (the arguments of :func:`score`); bands without a valid entry add
+        nothing."""
+        dims = {"time_dim": time_dim, "y_dim": y_dim, "x_dim": x_dim}
+        if self._grid is not None and not _has_valid(prediction, truth):
+            return  # e.g. a band of land, once another band had data
+        p, t, s, valid = _prepare(prediction, truth, std=std, mask=mask, dx=dx, dt=dt, **dims)
+        _check_psd_shape(t)
+        self._grid = t
+        err = p.values - t.values
+        self._n += int(valid.sum())
+        self._sq += float(np.sum(err[valid] ** 2))
+        err2 = np.where(valid, err**2, 0.0)
+        ref2 = np.where(valid, t.values**2, 0.0)
+        self._err2 += err2.sum()
+        self._ref2 += ref2.sum()
+        self._err2_t = self._err2_t + err2.sum(axis=(0, 2, 3))
+        self._ref2_t = self._ref2_t + ref2.sum(axis=(0, 2, 3))
+        self._n_t = self._n_t + valid.sum(axis=(0, 2, 3))
+        ex, et, rows = _spectra_sums(err, valid)
+        rx, rt, _ = _spectra_sums(t.values, valid)
+        self._spectra.append((ex, et, rx, rt))
+        self._rows += rows
+        if s is not None:
+            self._cal.append((int(valid.sum()), _calibration(p, t, s, valid)))
+
+    def result(self, bounds: dict[str, str] | None = None) -> dict[str, float]:
+        """The :func:`score` dictionary of every band added (``bounds`` as in :func:`score`)."""
+        if self._grid is None:
+            raise DataError(
+                "metrics: no valid entries (prediction and truth finite and mask true); check the "
+                "mask, the NaN in the inputs and the alignment of their coordinates"
+            )
+        total_mu = 1.0 - math.sqrt(self._err2 / self._ref2)
+        has = self._n_t > 0
+        daily = 1.0 - np.sqrt(self._err2_t[has] / self._ref2_t[has])
+        sums = [sum(parts[k] for parts in self._spectra) for k in range(4)]
+        ex, et, rx, rt = (v / self._rows for v in sums)
+        spectra = _psd_from_spectra(ex, et, rx, rt, self._grid)
+        out = {
+            "rmse": float(np.sqrt(self._sq / self._n)),
+            "mu": total_mu,
+            "mu_std": float(np.std(daily)),
+        }
+        for key, k, ps in (
+            ("lambda_x", "wavenumber_x", "score_x"),
+            ("lambda_t", "frequency_t", "score_t"),
+        ):
+            if bounds is None:
+                out[key] = effective_resolution(spectra[k], spectra[ps])
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ResolutionBoundWarning)
+                out[key] = effective_resolution(spectra[k], spectra[ps])
+            for w in caught:
+                if isinstance(w.message, ResolutionBoundWarning):
+                    bounds[key] = w.message.side
+                else:  # not ours: shown as it would have been
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        keys = ("coverage_68", "coverage_95", "crps")
+        if len(self._cal) == 1:
+            out.update({k: self._cal[0][1][k] for k in keys})
+        elif self._cal:  # means over bands, weighted by their entries
+            n = sum(c[0] for c in self._cal)
+            out.update({k: sum(c[0] * c[1][k] for c in self._cal) / n for k in keys})
+        return out
+
+
+def _has_valid(prediction: ArrayLike, truth: ArrayLike) -> bool:
+    p, t = (np.asarray(a.values if isinstance(a, xr.DataArray) else a) for a in (prediction, truth))
+    return bool((np.isfinite(p) & np.isfinite(t)).any())

@@ -50,15 +50,22 @@ def _marginal_spectra(a: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.
     summing ``|FFT_tx|^2`` over frequencies equals ``sum_t |FFT_x|^2`` (and symmetrically), so the
     2-D transform is never formed.
     """
+    along_x, along_t, rows = _spectra_sums(a, valid)
+    return along_x / rows, along_t / rows
+
+
+def _spectra_sums(a: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_marginal_spectra` summed, not averaged, over the (N, Y) slices, and their number:
+    each slice is independent, so bands of rows can be summed one after the other."""
     a = np.where(valid, a, 0.0)
     # Remove each (t, x) slice's mean over its valid points (constant detrend), keep gaps at 0.
     count = np.maximum(valid.sum(axis=(1, 3), keepdims=True), 1)
     a = np.where(valid, a - a.sum(axis=(1, 3), keepdims=True) / count, 0.0)
     n_t, n_x = a.shape[1], a.shape[3]
     a = a * _hann(n_t)[None, :, None, None] * _hann(n_x)[None, None, None, :]
-    along_x = (np.abs(np.fft.rfft(a, axis=3)) ** 2).sum(axis=1).mean(axis=(0, 1))  # (X//2+1,)
-    along_t = (np.abs(np.fft.rfft(a, axis=1)) ** 2).sum(axis=3).mean(axis=(0, 2))  # (T//2+1,)
-    return along_x, along_t
+    along_x = (np.abs(np.fft.rfft(a, axis=3)) ** 2).sum(axis=1).sum(axis=(0, 1))  # (X//2+1,)
+    along_t = (np.abs(np.fft.rfft(a, axis=1)) ** 2).sum(axis=3).sum(axis=(0, 2))  # (T//2+1,)
+    return along_x, along_t, a.shape[0] * a.shape[2]
 
 
 def psd_score(
@@ -94,14 +101,25 @@ def psd_score(
     return _psd_score(p, t, valid)
 
 
-def _psd_score(p: _Grid, t: _Grid, valid: np.ndarray) -> dict[str, np.ndarray]:
+def _check_psd_shape(t: _Grid) -> None:
     if t.values.shape[1] < 4 or t.values.shape[3] < 4:
         raise DataError(
             f"psd_score: need at least 4 time steps and 4 x points, got {t.values.shape[1]} and "
             f"{t.values.shape[3]}; score a longer period or a wider domain"
         )
+
+
+def _psd_score(p: _Grid, t: _Grid, valid: np.ndarray) -> dict[str, np.ndarray]:
+    _check_psd_shape(t)
     err_x, err_t = _marginal_spectra(p.values - t.values, valid)
     ref_x, ref_t = _marginal_spectra(t.values, valid)
+    return _psd_from_spectra(err_x, err_t, ref_x, ref_t, t)
+
+
+def _psd_from_spectra(
+    err_x: np.ndarray, err_t: np.ndarray, ref_x: np.ndarray, ref_t: np.ndarray, t: _Grid
+) -> dict[str, np.ndarray]:
+    """The PSD scores of the error and truth spectra (``t``: the truth's grid, for the axes)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         score_x = 1.0 - err_x[1:] / ref_x[1:]
         score_t = 1.0 - err_t[1:] / ref_t[1:]

@@ -180,8 +180,9 @@ def _prepare(ctx: StageContext) -> None:
         periodic=d.path is None,  # the embedded QG twin is doubly periodic
         members=members,
         predictors=read_predictors(path, var, d.inputs, d.static, d.land_mask),
+        obs_path=ctx.output("obs.nc"),  # written block by block: bounded memory on any grid
     )
-    obs.to_netcdf(ctx.output("obs.nc"))
+    obs.close()
     if obs_members is not None:
         obs_members.to_netcdf(ctx.output("obs_members.nc"))
     ctx.output("prepare.json").write_text(json.dumps(prep, indent=2) + "\n")
