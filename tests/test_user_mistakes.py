@@ -61,13 +61,15 @@ class Mistake:
     """One row: the command line (``{D}`` the module's data folder, ``{T}`` the row's own
     folder, ``{C}`` the row's config ``{T}/c.yaml``), the fragments its error line must hold,
     and what the row writes first: the config ``{C}`` (``text``, or ``edit`` =
-    (source, old, new) on a shipped config) and other files (``setup``)."""
+    (source, old, new) on a shipped config) and other files (``setup``). ``once``: fragments
+    the line must hold exactly once (a value shown twice is noise)."""
 
     argv: tuple[str, ...]
     expected: tuple[str, ...]
     text: str | None = None
     edit: tuple[str, str, str] | None = None
     setup: Callable[[Path, Path], None] | None = None
+    once: tuple[str, ...] = ()
 
 
 def row(
@@ -77,10 +79,11 @@ def row(
     text: str | None = None,
     edit: tuple[str, str, str] | None = None,
     setup: Callable[[Path, Path], None] | None = None,
+    once: tuple[str, ...] = (),
 ) -> Any:
     """A row of the table, ``argv`` split on spaces when it is one string."""
     args = tuple(argv.split()) if isinstance(argv, str) else tuple(argv)
-    return pytest.param(Mistake(args, expected, text, edit, setup), id=id)
+    return pytest.param(Mistake(args, expected, text, edit, setup, once), id=id)
 
 
 def run_on(config: str, *sets: str, cmd: str = "config validate") -> list[str]:
@@ -226,6 +229,20 @@ ROWS = [
         "'mapp'",
         "mapping",
         text="experiment: {name: x, task: mapp}\n",
+    ),
+    row(
+        "set-task-to-another-kind",
+        run_on(MAP, "experiment.task=dynamics"),
+        BAD_SET + " experiment.task=dynamics",
+        "experiment.task cannot be changed by --set",
+        "task 'mapping'",
+    ),
+    row(
+        "set-experiment-to-a-value",
+        run_on(DYN, "experiment=5"),
+        BAD_SET + " experiment=5",
+        "key 'experiment'",
+        "expected a section",
     ),
     row(
         "experiment-not-a-section",
@@ -607,6 +624,7 @@ ROWS = [
         run_on(DYN, "experiment.name=../../elsewhere", cmd="run"),
         "experiment.name",
         "no '..'",
+        once=("'../../elsewhere'",),
     ),
     row(
         "name-with-separator-in-file",
@@ -615,6 +633,7 @@ ROWS = [
         "experiment.name",
         "path separators",
         edit=(DYN, "name: l63_dynamics_quick", "name: runs/l63"),
+        once=("'runs/l63'",),
     ),
     row(
         "out-is-a-folder-of-user-files",
@@ -880,6 +899,8 @@ def test_a_user_mistake_ends_with_exit_2_and_one_line(mistake, data_dir, tmp_pat
     assert "Traceback" not in out + err
     for fragment in mistake.expected:
         assert filled(fragment) in lines[0], (fragment, lines[0])
+    for fragment in mistake.once:
+        assert lines[0].count(filled(fragment)) == 1, (fragment, lines[0])
     assert "done in" not in out, out  # refused before any stage finished
     for where, folder in (("T", tmp_path), ("D", data_dir)):
         after = _snapshot(folder)

@@ -71,9 +71,9 @@ class ExperimentSection(Section):
     def _plain_name(cls, value: str) -> str:
         """The name becomes the folder ``runs/NAME``: no path in it (``../x``, ``a/b``)."""
         if not _NAME.fullmatch(value) or set(value) == {"."}:
-            raise ValueError(
-                f"{value!r} is not a plain name: use letters, digits, '.', '_' and '-' (no path "
-                "separators, no '..'); it names the run directory runs/NAME"
+            raise ValueError(  # the error line shows the value once, after this
+                "expected a plain name of letters, digits, '.', '_' and '-' (no path separators, "
+                "no '..'), as it names the run directory runs/NAME"
             )
         return value
 
@@ -115,9 +115,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, E
         raise ConfigError(
             f"{path}: missing required key 'experiment.task'; expected one of {task_names()}"
         )
-    experiment = get_task(section["task"], str(path))
+    task = section["task"]
+    experiment = get_task(task, str(path))
     raw = apply_overrides(raw, list(overrides), experiment.schema)
-    experiment = get_task(raw["experiment"].get("task"), str(path))
+    after = raw.get("experiment")
+    if isinstance(after, dict) and "task" in after and after["task"] != task:
+        # the file's other sections are those of its task: they would fail another task's
+        # schema one unknown key at a time, blamed on the file
+        who = blame(str(path), overrides, "experiment.task", "")
+        raise ConfigError(
+            f"{who}: experiment.task cannot be changed by --set (the file's sections are those "
+            f"of task {task!r}, not {after['task']!r}); to run another task, start from a config "
+            f"file of that task (tasks: {', '.join(task_names())}; see configs/)"
+        )
     cfg = validate(raw, experiment.schema, str(path), overrides)
     try:  # a task's stage factory checks across sections (e.g. the emulation's split lengths)
         experiment.resolve(cfg)
