@@ -259,7 +259,13 @@ def _describe_error(err: dict[str, Any], schema: type[BaseModel]) -> str:
         msg += " (YAML booleans are true and false)"
     if kind == "value_error" and isinstance(value, dict):
         # a rule across a section's keys: its message names them; the section is no value to show
-        return msg if not loc else f"section '{path}': {msg}"
+        if not loc:
+            return msg
+        for name in (path, str(loc[-1])):  # a message that names its section already ("unet: ")
+            if msg.startswith(f"{name}: "):
+                msg = msg[len(name) + 2 :]
+                break
+        return f"section '{path}': {msg}"
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     return f"key '{path}': {msg}, got {shown} ({type(value).__name__})"
 

@@ -700,14 +700,14 @@ ROWS = [
         "mapping-unknown-loss",
         run_on(MAP, "unet.loss={msee: 1.0}"),
         BAD_SET + " unet.loss={msee: 1.0}",
-        "msee",
+        "section 'unet': unknown loss term 'msee'",
         "mse",
     ),
     row(
         "mapping-unknown-loss-in-file",
         "config validate {C}",
         "c.yaml",
-        "msee",
+        "section 'unet': unknown loss term 'msee'",
         edit=(MAP, "loss: {mse: 1.0}", "loss: {msee: 1.0}"),
     ),
     row(
