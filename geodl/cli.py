@@ -156,6 +156,20 @@ def _cmd_observe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    """``--dask-workers N``: a whole number of workers, at least one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of Dask workers >= 1, got {text!r}; leave the option out "
+            "to run in process"
+        )
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the run contract's form of a usage error: one line and exit code 2 (instead
     of the usage block above it); ``--help`` shows the usage."""
@@ -179,12 +193,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_opts = argparse.ArgumentParser(add_help=False)
     run_opts.add_argument("--out", help="run directory (default: runs/EXPERIMENT_NAME)")
-    run_opts.add_argument(
+    where = run_opts.add_mutually_exclusive_group()
+    where.add_argument(
         "--dask-workers",
-        type=int,
+        type=_workers,
+        metavar="N",
         help="run the stages' Dask computations (statistics, reading) on a LocalCluster of N workers",
     )
-    run_opts.add_argument(
+    where.add_argument(
         "--scheduler", help="run the stages' Dask computations on an existing Dask scheduler"
     )
 
@@ -254,8 +270,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", help="chunk sizes, e.g. time=30,y=240,x=240 (-1 = whole dim)")
     p.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--dask-workers", type=int, help="run on a LocalCluster of N workers")
-    p.add_argument("--scheduler", help="run on an existing Dask scheduler (address)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask-workers", type=_workers, metavar="N", help="run on a LocalCluster of N workers"
+    )
+    where.add_argument("--scheduler", help="run on an existing Dask scheduler (address)")
     p.set_defaults(func=_cmd_convert)
 
     from geodl.tasks.simulate_options import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS

@@ -770,7 +770,15 @@ ROWS = [
     row(
         "run-dask-workers-zero",
         ["run", DYN, "--out", "{T}/run", "--dask-workers", "0"],
-        "dask_workers=0",
+        "--dask-workers",
+        ">= 1",
+        "'0'",
+    ),
+    row(
+        "run-dask-workers-and-a-scheduler",
+        ["run", DYN, "--out", "{T}/run", "--dask-workers", "2", "--scheduler", "tcp://x:8786"],
+        "--scheduler",
+        "not allowed with argument --dask-workers",
     ),
     row("force-unknown-stage", ["run", DYN, "--out", "{T}/run", "--force", "trian"], "'trian'"),
     # --- geodl info
@@ -842,6 +850,12 @@ ROWS = [
         "convert {D}/dated.nc {T}/o.zarr --chunks depth=3",
         "--chunks",
         "depth",
+    ),
+    row(
+        "convert-dask-workers-zero",
+        "convert {D}/dated.nc {T}/o.zarr --dask-workers 0",
+        "--dask-workers",
+        ">= 1",
     ),
     row("convert-chunks-zero", "convert {D}/dated.nc {T}/o.zarr --chunks time=0", "time=0"),
     row("convert-missing-source", "convert {T}/none.nc {T}/o.zarr", "none.nc", "not found"),
