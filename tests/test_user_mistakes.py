@@ -427,7 +427,8 @@ ROWS = [
     row(
         "split-beyond-the-file",
         "run {C} --out {T}/run",
-        "split 'test'",
+        "split.test",
+        "outside the data",
         "119",
         text=FILE_MAP.replace("test: [110, 119]", "test: [110, 200]"),
     ),

@@ -43,11 +43,11 @@ def _label(value: Any, times: np.ndarray, name: str) -> Any:
             return np.datetime64(pd.Timestamp(value), "ns")
         except (ValueError, TypeError):
             raise DataError(
-                f"split '{name}': bound {value!r} is not a date; use e.g. '2020-03-01'"
+                f"split.{name}: bound {value!r} is not a date; use e.g. '2020-03-01'"
             ) from None
     if np.issubdtype(times.dtype, np.number) and not isinstance(value, int | float | np.number):
         raise DataError(
-            f"split '{name}': bound {value!r} is not a number, but the data's time axis holds "
+            f"split.{name}: bound {value!r} is not a number, but the data's time axis holds "
             f"numbers ({times[0]:g} .. {times[-1]:g}), not dates; give the split in those "
             "numbers, or give the file CF time units ('days since ...')"
         )
@@ -69,6 +69,7 @@ def make_splits(
         The time coordinate (datetime64 or numbers), increasing.
     ranges : mapping
         Split name -> ``(first, last)`` time labels, both inclusive (as in ``ds.sel(time=...)``).
+        Errors name a split by its config key, ``split.NAME``.
     window : int
         Time length of a patch; a split shorter than this yields no patch.
     gap : int, optional
@@ -98,19 +99,19 @@ def make_splits(
     spans: list[tuple[str, int, int]] = []
     for name, bounds in ranges.items():
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
-            raise DataError(f"split '{name}': expected (first, last) time labels, got {bounds!r}")
+            raise DataError(f"split.{name}: expected (first, last) time labels, got {bounds!r}")
         lo, hi = (_label(b, times, name) for b in bounds)
         if lo > hi:
-            raise DataError(f"split '{name}': first {bounds[0]} is after last {bounds[1]}")
+            raise DataError(f"split.{name}: first {bounds[0]} is after last {bounds[1]}")
         if lo < first or hi > last:
             raise DataError(
-                f"split '{name}' ({bounds[0]} .. {bounds[1]}) is outside the data "
+                f"split.{name} ({bounds[0]} .. {bounds[1]}) is outside the data "
                 f"({first} .. {last}); choose bounds inside the data"
             )
         start = int(np.searchsorted(times, lo, side="left"))
         stop = int(np.searchsorted(times, hi, side="right"))
         if stop <= start:
-            raise DataError(f"split '{name}' ({bounds[0]} .. {bounds[1]}) holds no time step")
+            raise DataError(f"split.{name} ({bounds[0]} .. {bounds[1]}) holds no time step")
         spans.append((name, start, stop))
     spans.sort(key=lambda s: s[1])
     for (a, _, a_stop), (b, b_start, _) in zip(spans, spans[1:], strict=False):
