@@ -602,7 +602,10 @@ ROWS = [
     row(
         "obs-missing-variable",
         run_on("{C}", "obs.variable=sla_filtered", cmd="run"),
-        "sla_filtered",
+        "obs.variable",
+        "'sla_filtered'",
+        "{D}/obs.nc",
+        "['ssh']",
         text=FILE_MAP,
     ),
     row(
