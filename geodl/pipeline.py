@@ -335,6 +335,28 @@ def _config_entry(dumped: dict[str, Any], path: str, stage: str) -> Any:
     return value
 
 
+def check_files(cfg: BaseModel, stages: Iterable[Stage]) -> None:
+    """Before any of ``stages`` runs: each config section that they declare and that names
+    user files (a section with a ``check_files()`` method, e.g. ``obs`` of ``kind: file``)
+    checks that its files are there, in one :class:`UserInputError` line.
+
+    Why here and not at validation: a config is validated (``geodl config validate``, a SLURM
+    submission) where its data may not exist yet; only the stages that read a section need its
+    files, when they are about to run."""
+    seen: set[str] = set()
+    for stage in stages:
+        for path in stage.sections:
+            if path in seen:
+                continue
+            seen.add(path)
+            value: Any = cfg
+            for part in path.split("."):
+                value = getattr(value, part, None)
+            check = getattr(value, "check_files", None)
+            if isinstance(value, BaseModel) and callable(check):
+                check()
+
+
 def stage_key(stage: Stage, cfg: BaseModel, run_dir: Path, upstream: dict[str, str]) -> str:
     """Cache key: stage name/version, geodl version, its config sections, upstream keys, input
     fingerprints. ``upstream`` maps each of ``stage.needs`` to that stage's token."""
@@ -394,6 +416,7 @@ def run_experiment(
     for name in force:
         experiment.stage(name)  # validates the name
     selected = [experiment.stage(only)] if only else list(experiment.stages)
+    check_files(cfg, selected)  # a missing obs.path file fails now, not after the simulation
     from geodl.training.spec import check_config_hardware  # imports Lightning: only when running
 
     check_config_hardware(cfg)  # a GPU request this machine cannot serve fails before any stage

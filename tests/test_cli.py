@@ -162,3 +162,31 @@ def test_a_run_shows_no_lightning_deprecation_and_warnings_take_one_line(tmp_pat
     assert (
         capsys.readouterr().err.splitlines()[-1] == "geodl: warning: grid too coarse (UserWarning)"
     )
+
+
+def test_missing_observation_files_fail_before_the_stages_that_read_them(tmp_path, capsys):
+    """obs.path (kind: file) is checked by the stage runner before any stage runs, so a glob
+    matching nothing does not wait for the twin's simulation; not at validation (a SLURM
+    submission validates a config before its data exists), and not for a stage that does not
+    read the obs section (the twin's simulate)."""
+    cfg = tmp_path / "c.yaml"
+    pattern = str(tmp_path / "l3" / "*.nc")
+    cfg.write_text(
+        "experiment: {name: twin_obs_files, task: mapping}\n"
+        "simulate: {nx: 16, days: 40, spinup_days: 0}\n"
+        f"obs: {{kind: file, path: '{pattern}', variable: ssh}}\n"
+        "split: {train: [0, 19], val: [24, 29], test: [34, 39]}\n"
+        "patch: {time: 4, y: 16, x: 16}\n"
+        "methods: [oi]\n"
+        "report: {days: [0]}\n"
+    )
+    assert main(["config", "validate", str(cfg)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    assert f"obs.path: no file matches '{pattern}'" in _err_line(capsys)
+    assert not out.exists()  # refused before the run directory was made
+    assert main(["stage", "simulate", str(cfg), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["stage", "prepare", str(cfg), "--out", str(out)]) == 2
+    assert "obs.path: no file matches" in _err_line(capsys)

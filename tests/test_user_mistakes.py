@@ -56,6 +56,17 @@ report: {days: [0]}
 """
 
 
+#: The simulated twin (tiny: 16 x 16, 40 days, no spin-up) observed from files ``{T}/l3/*.nc``.
+TWIN_FILE_OBS = """experiment: {name: audit_twin, task: mapping}
+simulate: {nx: 16, days: 40, spinup_days: 0}
+obs: {kind: file, path: '{T}/l3/*.nc', variable: ssh}
+split: {train: [0, 19], val: [24, 29], test: [34, 39]}
+patch: {time: 4, y: 16, x: 16}
+methods: [oi]
+report: {days: [0]}
+"""
+
+
 @dataclass(frozen=True)
 class Mistake:
     """One row: the command line (``{D}`` the module's data folder, ``{T}`` the row's own
@@ -591,6 +602,13 @@ ROWS = [
         "no file matches",
         "*_2019*.nc",
         text=FILE_MAP,
+    ),
+    row(
+        "obs-glob-matching-nothing-on-the-twin",
+        "run {C} --out {T}/run",
+        "obs.path",
+        "no file matches '{T}/l3/*.nc'",
+        text=TWIN_FILE_OBS,
     ),
     row(
         "obs-missing-file",
