@@ -334,8 +334,7 @@ def optimal_interpolation(
 
     out_mean = torch.full_like(obs, math.nan)  # NaN at the times not analysed
     out_var = torch.full_like(obs, math.nan) if return_std else None
-    for first in range(0, len(tiles), batch_tiles):
-        group = tiles[first : first + batch_tiles]
+    for group in _groups(tiles, batch_tiles):
         targets = [
             torch.cartesian_prod(*(coords[k][box[k][0] : box[k][1]] for k in range(3))).reshape(
                 -1, 3
@@ -378,6 +377,35 @@ def optimal_interpolation(
                 out_var[region] = var_tile[i, :n].reshape(shape)
     std = out_var.clamp_min(0).sqrt() if out_var is not None else None
     return out_mean + background, std
+
+
+#: Bytes of one (tiles, targets, observations) float64 array of a batched solve; the solve holds
+#: a few of them at once.
+_GROUP_BYTES = 32 * 2**20
+
+
+def _groups(tiles: list, batch_tiles: int) -> list[list]:
+    """``tiles`` in groups of at most ``batch_tiles`` solved together, by size: a group is padded
+    to its largest tile, so tiles of like sizes go together (split tiles are far smaller than
+    whole ones), and a group of large tiles is cut so that its (tiles, targets, observations)
+    arrays stay within :data:`_GROUP_BYTES` (memory does not follow the grid or the mix of
+    tile sizes)."""
+
+    def size(tile: tuple) -> int:
+        return math.prod(hi - lo for lo, hi in tile[0])
+
+    ordered = sorted(tiles, key=size)  # stable: equal sizes keep their order
+    out: list[list] = []
+    for tile in ordered:
+        group = out[-1] if out else None
+        if group is not None and len(group) < batch_tiles:
+            m = max(size(tile), *(size(g) for g in group))
+            n = max(len(tile[1]), *(len(g[1]) for g in group), 1)
+            if (len(group) + 1) * m * n * 8 <= _GROUP_BYTES:
+                group.append(tile)
+                continue
+        out.append([tile])
+    return out
 
 
 def _spacing(c: Tensor, name: str) -> float:

@@ -970,15 +970,24 @@ def _sorted_lazy(
         yield ds if time is None else ds.isel({dims[0]: time})
 
 
-def read_sorted(path: Path, names: list[str], dims: list[str], time: slice | None = None):
+def read_sorted(
+    path: Path,
+    names: list[str],
+    dims: list[str],
+    time: slice | None = None,
+    space: tuple[slice, slice] | None = None,
+):
     """Variables ``names`` of a truth or predictions file, loaded, on the sorted grid every
     method works on (:func:`geodl.grid.sort_axes`: inputs may come with descending latitude or
     wrapping longitude, and predictions are written back in the input's order); ``time``
-    selects along ``dims[0]``. Missing names are left out."""
+    selects along ``dims[0]``, ``space`` rows and columns of the sorted grid (only they are
+    read). Missing names are left out."""
     with xr.open_dataset(path) as raw:
         ds = sort_axes(raw[[n for n in names if n in raw]], tuple(dims[1:]))[0]
         if time is not None:
             ds = ds.isel({dims[0]: time})
+        if space is not None:
+            ds = ds.isel({dims[1]: space[0], dims[2]: space[1]})
         return ds.load()
 
 

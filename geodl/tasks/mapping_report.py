@@ -12,6 +12,24 @@ from geodl.pipeline import StageContext
 
 __all__ = ["write_mapping_report"]
 
+#: Cells a side of the central window the figures of a larger grid show (memory: the figures
+#: load the test period of the truth and of every map; metrics.json scores the whole grid).
+REPORT_WINDOW = 512
+
+
+def _window(ctx: StageContext, prep: dict[str, Any]) -> tuple[slice, slice] | None:
+    """Rows and columns of the central :data:`REPORT_WINDOW` window, or None (the whole grid)."""
+    import xarray as xr
+
+    with xr.open_dataset(ctx.input("obs.nc")) as obs:  # the grid's sizes, nothing read
+        ny, nx = (obs.sizes[d] for d in prep["dims"][1:])
+    if max(ny, nx) <= REPORT_WINDOW:
+        return None
+    return tuple(  # type: ignore[return-value]
+        slice(max(0, (n - REPORT_WINDOW) // 2), max(0, (n - REPORT_WINDOW) // 2) + REPORT_WINDOW)
+        for n in (ny, nx)
+    )
+
 
 def _extent(field: Any, y_dim: str, x_dim: str) -> tuple[list[float], str, str]:
     """``imshow`` extent from the coordinates, and the axis labels with their units."""
@@ -55,10 +73,13 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     truth_path = cfg.data.path or ctx.input("truth.nc")
     names = []
     test = slice(a, b)
-    truth = read_sorted(truth_path, [var], prep["dims"], test)[var]
-    obs = read_sorted(ctx.input("obs.nc"), [f"{var}_obs"], prep["dims"], test)[f"{var}_obs"]
+    win = _window(ctx, prep)
+    truth = read_sorted(truth_path, [var], prep["dims"], test, win)[var]
+    obs = read_sorted(ctx.input("obs.nc"), [f"{var}_obs"], prep["dims"], test, win)[f"{var}_obs"]
     preds = {
-        m: read_sorted(ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"])
+        m: read_sorted(
+            ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"], space=win
+        )
         for m in cfg.methods
     }
     ext, ylab, xlab = _extent(truth, y_dim, x_dim)
@@ -135,7 +156,8 @@ def _over_time(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     units = prep.get("units", "")
     a, b = prep["splits"]["test"]
     truth_path = cfg.data.path or ctx.input("truth.nc")
-    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
+    win = _window(ctx, prep)
+    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b), win)[var]
     t = truth[t_dim].values if t_dim in truth.coords else np.arange(truth.sizes[t_dim])
     tr = truth.values
     ok_t = np.isfinite(tr)
@@ -154,7 +176,8 @@ def _over_time(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     k = np.fft.rfftfreq(tr.shape[-1], d=dx)[1:]
     ax_s.loglog(k, spectrum(tr)[1:], "k", lw=2, label="truth")
     for m in cfg.methods:
-        ds = read_sorted(ctx.input(f"predictions/{m}.nc"), [var, f"{var}_std"], prep["dims"])
+        path = ctx.input(f"predictions/{m}.nc")
+        ds = read_sorted(path, [var, f"{var}_std"], prep["dims"], space=win)
         pred = ds[var].reindex_like(truth).values
         ok = ok_t & np.isfinite(pred)
         err2 = np.where(ok, (pred - tr) ** 2, 0.0)
@@ -210,9 +233,10 @@ def _psd(ctx: StageContext, prep: dict[str, Any], metrics: dict[str, Any], out: 
     dx = prep["grid"]["dx_km"] if prep["grid"]["kind"] == "projected" else None
     fig, ax = plt.subplots(figsize=(6, 4))
     truth_path = cfg.data.path or ctx.input("truth.nc")
-    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b))[var]
+    win = _window(ctx, prep)
+    truth = read_sorted(truth_path, [var], prep["dims"], slice(a, b), win)[var]
     for m in cfg.methods:
-        pred = read_sorted(ctx.input(f"predictions/{m}.nc"), [var], prep["dims"])[var]
+        pred = read_sorted(ctx.input(f"predictions/{m}.nc"), [var], prep["dims"], space=win)[var]
         pred = pred.reindex_like(truth)
         spec = psd_score(pred, truth, dx=dx, **dims)
         k, s = spec["wavenumber_x"], spec["score_x"]
@@ -288,11 +312,20 @@ def write_mapping_report(ctx: StageContext) -> None:
             figures.append(name)
     from geodl.config import dump_yaml
 
+    notes = list(prep.get("warnings", []))
+    win = _window(ctx, prep)
+    if win is not None:
+        rows, cols = win
+        notes.append(
+            f"the figures show the central {REPORT_WINDOW} x {REPORT_WINDOW} cells of the grid "
+            f"(rows {rows.start}..{rows.stop - 1}, columns {cols.start}..{cols.stop - 1}); "
+            "the metrics score all of it"
+        )
     write_index(
         out,
         ctx.cfg.experiment.name,
         metrics,
         figures,
-        warnings=prep.get("warnings", []),
+        warnings=notes,
         config=dump_yaml(ctx.cfg),
     )
