@@ -37,7 +37,9 @@ VARIANTS = {
 PIPELINE = ("rmse", "mu", "coverage_68", "coverage_95", "crps")
 
 
-def ensemble(out: Path, members: int, time_stride: int, seed: int) -> dict[str, float]:
+def ensemble(
+    out: Path, members: int, time_stride: int, seed: int, artifact: str = "dincae.ckpt"
+) -> dict[str, float]:
     from geodl.methods.mapping import MappingData, patch_ensembles
     from geodl.metrics import ensemble_scores
     from geodl.tasks import load_config
@@ -51,13 +53,53 @@ def ensemble(out: Path, members: int, time_stride: int, seed: int) -> dict[str, 
         "dincae",
         cfg.dincae,
         data,
-        out / "models" / "dincae.ckpt",
+        out / "models" / artifact,
         data.splits["test"],
         n_members=members,
         time_stride=time_stride,
         seed=seed,
     )
     return {f"ens_{k}": v for k, v in ensemble_scores(ens, truth, shape).items()}
+
+
+def factor_off(out: Path, members: int, time_stride: int, seed: int) -> dict[str, float]:
+    """The trained low-rank model's ensemble scores with its factor switched off (scale 0) and
+    its diagonal std re-scaled on validation alone: the same mean, so the difference to the
+    full model is what the factor's coherent errors buy."""
+    import torch
+
+    from geodl.data import Normalizer, PatchDataset
+    from geodl.methods.mapping import MappingData, _build, _calibrate, patch_geometry
+    from geodl.models.outputs import MappingOutput
+    from geodl.tasks import load_config
+    from geodl.training.checkpoints import load_checkpoint, load_model_weights
+
+    cfg, _ = load_config(out / "config.yaml")
+    prep = json.loads((out / "prepare.json").read_text())
+    data = MappingData.from_prepare(
+        prep, out / "truth.nc", out / "obs.nc", variable="ssh", patch=cfg.patch
+    )
+    ckpt = load_checkpoint(out / "models" / "dincae.ckpt")
+    model = load_model_weights(_build("dincae", cfg.dincae, data), ckpt).eval()
+
+    class Diagonal(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: torch.Tensor) -> MappingOutput:
+            o = self.inner(*args)
+            return MappingOutput(o.mean, o.log_var)
+
+    size, stride = patch_geometry(data.patch)
+    val = PatchDataset(
+        data.source, size, stride, split=data.splits["val"], normalizer=Normalizer(data.normalizer)
+    )
+    scales = _calibrate(Diagonal(model), val, cfg.dincae, 8)
+    ckpt["geodl"]["calibration"] = {"diag": scales["diag"], "factor": 0.0}
+    torch.save(ckpt, out / "models" / "dincae_factor_off.ckpt")
+    scores = ensemble(out, members, time_stride, seed, "dincae_factor_off.ckpt")
+    return {**scores, "scale_diag": scales["diag"], "scale_factor": 0.0}
 
 
 def run(seed: int, variant: str, out: Path, extra: list[str], members: int, stride: int) -> dict:
@@ -86,7 +128,17 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_lowrank")
     ap.add_argument("--json", default=None)
     ap.add_argument("--set", action="append", default=[], dest="extra", help="for every variant")
+    ap.add_argument(
+        "--factor-off",
+        action="store_true",
+        help="only score the trained low-rank models in --out with their factor switched off",
+    )
     args = ap.parse_args()
+    if args.factor_off:
+        for seed in args.seeds:
+            r = factor_off(Path(args.out) / f"seed{seed}", args.members, args.time_stride, seed)
+            print(json.dumps({"seed": seed, "variant": "lowrank, factor off", **r}), flush=True)
+        return
     rows: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
