@@ -32,7 +32,7 @@ data: {{path: {path}, variable: ssh, land_mask: land_mask}}
 obs: {{kind: nadir, n_satellites: 4, noise_std: 0.01, seed: 0}}
 split: {{train: [0, {train}], val: [{val0}, {val1}], test: [{test0}, {test1}]}}
 patch: {{time: 5, y: 64, x: 64, stride_time: 5}}
-methods: [oi, unet]
+methods: [{methods}]
 oi: {{max_obs: 200, tile_space: 32, tune: {{enabled: false}}}}
 unet:
   model: {{depth: 1, width: 4}}
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nt", type=int, default=365)
     ap.add_argument("--data", type=Path, default=Path("data/large_grid"))
     ap.add_argument("--runs", type=Path, default=None, help="run dirs (default: DATA/runs)")
-    ap.add_argument("--stages", nargs="+", default=list(STAGES))
+    ap.add_argument("--methods", nargs="+", default=["oi", "unet"], choices=["oi", "unet"])
+    ap.add_argument("--stages", nargs="+", default=None, help="default: every stage of the run")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per stage")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -98,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         out = runs / f"n{n}"  # the run directory: geodl writes only there
         runs.mkdir(parents=True, exist_ok=True)
         config = runs / f"large_grid_{n}.yaml"
-        config.write_text(CONFIG.format(n=n, path=path.resolve(), **_splits(args.nt)))
+        methods = ", ".join(args.methods)
+        text = CONFIG.format(n=n, path=path.resolve(), methods=methods, **_splits(args.nt))
+        config.write_text(text)
+        stages = args.stages or [  # train_<m>, predict_<m> of the listed methods only
+            st for st in STAGES if st.partition("_")[2] in ("", *args.methods)
+        ]
         field_mb = n * n * args.nt * 4 / 2**20
         print(f"\n## {n} x {n} x {args.nt} (field {field_mb:.0f} MB float32)", flush=True)
         print("| stage | peak RSS (MB) | wall (s) | rc |\n|---|---|---|---|", flush=True)
-        for name in args.stages:
+        for name in stages:
             log = runs / f"n{n}_{name}.log"
             r = _run_stage(name, config, out, log, args.timeout)
             r.update(n=n, nt=args.nt, field_mb=field_mb)

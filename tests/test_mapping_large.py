@@ -47,6 +47,7 @@ def test_blockwise_run_scores_as_in_memory(tmp_path, monkeypatch):
     with a budget that forces 4-step observation blocks, 4 x 4 OI regions, 19-row score bands;
     every metric agrees to float32 rounding."""
     field = write_large_field(tmp_path / "f.zarr", 60, 64, 64, chunks={"time": 7, "y": 16, "x": 16})
+    monkeypatch.setattr(mm, "_OI_REGION_TILES", 1000)  # the OI of the whole grid in one call
     whole = _run(tmp_path, "whole", field)
     monkeypatch.setattr(blocks, "MEMORY_BUDGET", 64 * 64 * 200)  # 4 steps of obs, 19 score rows
     monkeypatch.setattr(mm, "_OI_REGION_TILES", 2)  # 16-cell regions with an OI halo

@@ -1268,7 +1268,7 @@ def _reconstruct_oi(
 #: (:func:`geodl.baselines.optimal_interpolation`'s default, which :func:`_reconstruct_oi` uses).
 _OI_CUTOFF = 3.0
 #: Tiles of ``oi.tile_space`` a side per spatial region of :func:`_stream_oi`.
-_OI_REGION_TILES = 16
+_OI_REGION_TILES = 4
 
 
 def _oi_halo(length: float, coords: np.ndarray, tile: int) -> int:
