@@ -318,8 +318,14 @@ TWIN = {
             r"model keys \['depht'\] invalid for unet; choose from",
         ),
         ({"unet": {"model": {"n_times": 3}}}, r"model keys \['n_times'\] invalid for unet"),
-        ({"unet": {"loss": {"nll": 1.0}}}, "section 'unet': loss term 'nll' needs a predicted variance"),
-        ({"unet": {"loss": {"kl": 1.0}}}, "section 'unet': loss term 'kl' needs a latent distribution"),
+        (
+            {"unet": {"loss": {"nll": 1.0}}},
+            "section 'unet': loss term 'nll' needs a predicted variance",
+        ),
+        (
+            {"unet": {"loss": {"kl": 1.0}}},
+            "section 'unet': loss term 'kl' needs a latent distribution",
+        ),
         ({"unet": {"loss": {"l7": 1.0}}}, "section 'unet': unknown loss term 'l7'"),
         (
             {"unet": {"adversarial": {"weight": 0.1, "n_layers": 6}}},
