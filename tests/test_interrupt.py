@@ -26,8 +26,17 @@ def _start(out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "geodl.cli", "run", "configs/l63_dynamics_quick.yaml",
            "--out", str(out), "--set", "train.max_epochs=100000", "--set", "model.lbfgs_iter=0"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A runner started in the background by a non-interactive shell ignores SIGINT, and its
+    # children inherit that (Python then installs no KeyboardInterrupt handler): start the run as
+    # a terminal would, with SIGINT's default disposition.
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
