@@ -329,7 +329,11 @@ TWIN = {
         ({"unet": {"loss": {"l7": 1.0}}}, "section 'unet': unknown loss term 'l7'"),
         (
             {"unet": {"adversarial": {"weight": 0.1, "n_layers": 6}}},
-            r"unet.adversarial.n_layers=6: the discriminator halves the patch \(32 x 32\)",
+            r"unet.adversarial.n_layers=6: the discriminator halves the 32 x 32 fields 6 times",
+        ),
+        (
+            {"unet": {"adversarial": {"weight": 0.1, "on": "spectra", "spectrum_bins": 17}}},
+            r"unet.adversarial.spectrum_bins=17: 32 x 32 fields resolve at most 16 annuli",
         ),
         (
             {"split": {"train": ["2020-01-01", "2020-02-01"], "val": [24, 31], "test": [36, 39]}},
@@ -456,7 +460,8 @@ def test_value_gradient_wasserstein_compares_distributions_not_pairs():
     assert float(((shuffled - x) ** 2).mean()) > 1.0  # while point-wise it is far off
 
 
-def test_unet_trains_with_a_discriminator_and_the_wasserstein_term(tmp_path):
+@pytest.mark.parametrize("on", ["fields", "spectra"])
+def test_unet_trains_with_a_discriminator_and_the_wasserstein_term(tmp_path, on):
     """``unet.adversarial.weight > 0`` trains beside a patch discriminator (both losses logged);
     the artifact is the generator's, and it reconstructs like any unet."""
     import csv
@@ -468,7 +473,13 @@ def test_unet_trains_with_a_discriminator_and_the_wasserstein_term(tmp_path):
         {
             "model": {"depth": 1, "width": 4},
             "loss": {"mse": 1.0, "sliced_wasserstein": 0.1},
-            "adversarial": {"weight": 0.05, "width": 4, "n_layers": 2},
+            "adversarial": {
+                "weight": 0.05,
+                "on": on,
+                "width": 4,
+                "n_layers": 2,
+                "spectrum_bins": 4,
+            },
             "train": {"max_epochs": 1, "progress_bar": False},
         },
         methods.UNetSection,

@@ -386,11 +386,9 @@ def check_emulator(
     if isinstance(section, LatentODESection):
         _check_depth(section.depth, nx)
     adv = getattr(section, "adversarial", None)
-    if adv is not None and adv.enabled and nx % 2**adv.n_layers:
-        raise ConfigError(
-            f"{method}.adversarial.n_layers={adv.n_layers}: the discriminator halves the grid "
-            f"{adv.n_layers} times, which nx={nx} does not allow; lower n_layers"
-        )
+    problem = adv.grid_problem(method, nx, nx) if adv is not None else None
+    if problem:
+        raise ConfigError(f"{problem} (the grid is simulate.nx={nx})")
 
 
 def build_emulator(method: str, section: EmulatorSection, channels: int, nx: int) -> nn.Module:

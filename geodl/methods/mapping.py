@@ -1033,16 +1033,9 @@ def check_methods(
     sections = {m: getattr(config, m) for m in methods}
     for m, sec in sections.items():
         adv = getattr(sec, "adversarial", None)
-        if (
-            adv is not None
-            and adv.enabled
-            and (patch.y % 2**adv.n_layers or patch.x % 2**adv.n_layers)
-        ):
-            raise ValueError(
-                f"{m}.adversarial.n_layers={adv.n_layers}: the discriminator halves the patch "
-                f"({patch.y} x {patch.x}) {adv.n_layers} times, which it does not allow; lower "
-                "n_layers or change patch.y / patch.x"
-            )
+        problem = adv.grid_problem(m, patch.y, patch.x) if adv is not None else None
+        if problem:
+            raise ValueError(f"{problem} (or change patch.y / patch.x)")
     data = getattr(config, "data", None)
     predictors = [*getattr(data, "inputs", ()), *getattr(data, "static", ())]
     fdv = sections.get("fourdvarnet")

@@ -20,7 +20,7 @@ Conventions
 from geodl.models.autoencoder import AutoencoderOutput, ConvAutoencoder
 from geodl.models.bilinear import BilinearResNet
 from geodl.models.dincae import DINCAE
-from geodl.models.discriminator import PatchDiscriminator
+from geodl.models.discriminator import PatchDiscriminator, SpectrumDiscriminator
 from geodl.models.emulators import CNNEmulator, LatentODE
 from geodl.models.fourdvarnet import BilinearAEPrior, FourDVarNet
 from geodl.models.mlp import MLP
@@ -44,6 +44,7 @@ __all__ = [
     "KnownPlusLearned",
     "NeuralODE",
     "PatchDiscriminator",
+    "SpectrumDiscriminator",
     "UNet",
     "build_model",
     "rk4_odeint",

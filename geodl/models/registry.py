@@ -11,7 +11,7 @@ from geodl.errors import UserInputError
 from geodl.models.autoencoder import ConvAutoencoder
 from geodl.models.bilinear import BilinearResNet
 from geodl.models.dincae import DINCAE
-from geodl.models.discriminator import PatchDiscriminator
+from geodl.models.discriminator import PatchDiscriminator, SpectrumDiscriminator
 from geodl.models.emulators import CNNEmulator, LatentODE
 from geodl.models.fourdvarnet import FourDVarNet
 from geodl.models.mlp import MLP
@@ -64,6 +64,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn_emulator": CNNEmulator,
     "latent_ode": LatentODE,
     "discriminator": PatchDiscriminator,
+    "spectrum_discriminator": SpectrumDiscriminator,
 }
 
 

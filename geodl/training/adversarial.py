@@ -40,14 +40,23 @@ __all__ = [
 
 class AdversarialSection(Section):
     """Adversarial refinement of a learned model (the ``adversarial`` section of a method):
-    a patch discriminator (:class:`~geodl.models.PatchDiscriminator`) judges the model's output
-    against the truth, and ``weight`` times its generator loss joins the model's own loss.
-    ``weight: 0`` (the default) trains without it."""
+    a discriminator judges the model's output against the truth, and ``weight`` times its
+    generator loss joins the model's own loss. ``weight: 0`` (the default) trains without it.
+    ``on: fields``: a patch discriminator (:class:`~geodl.models.PatchDiscriminator`, ``width``
+    channels, ``n_layers`` halvings) sees the fields; ``on: spectra``: a
+    :class:`~geodl.models.SpectrumDiscriminator` (an MLP of ``width`` units) sees only their
+    isotropic power spectra in ``spectrum_bins`` annuli."""
 
     weight: float = Field(0.0, ge=0, description="weight of the adversarial term (0: off)")
     kind: Literal["non_saturating", "hinge"] = "non_saturating"
+    on: Literal["fields", "spectra"] = Field(
+        "fields", description="what the discriminator sees: the fields or their power spectra"
+    )
     width: int = Field(32, gt=0, description="discriminator channels of the first layer")
-    n_layers: int = Field(3, gt=0, description="discriminator halvings of the grid")
+    n_layers: int = Field(3, gt=0, description="discriminator halvings of the grid (on: fields)")
+    spectrum_bins: int = Field(
+        16, gt=0, description="annuli of the spectrum, up to Nyquist (on: spectra)"
+    )
     spectral_norm: bool = Field(True, description="spectral normalisation of its layers")
     r1_weight: float = Field(0.0, ge=0, description="R1 gradient penalty on real samples")
     lr: float | None = Field(None, gt=0, description="its learning rate (null: train.lr)")
@@ -55,6 +64,25 @@ class AdversarialSection(Section):
     @property
     def enabled(self) -> bool:
         return self.weight > 0
+
+    def grid_problem(self, method: str, ny: int, nx: int) -> str | None:
+        """Why the discriminator cannot judge ``ny x nx`` fields of ``method`` (one line naming
+        the key to change), or None when it can or is off."""
+        if not self.enabled:
+            return None
+        if self.on == "spectra":
+            if 2 * self.spectrum_bins <= min(ny, nx):
+                return None
+            return (
+                f"{method}.adversarial.spectrum_bins={self.spectrum_bins}: {ny} x {nx} fields "
+                f"resolve at most {min(ny, nx) // 2} annuli of their spectrum; lower spectrum_bins"
+            )
+        if ny % 2**self.n_layers == 0 and nx % 2**self.n_layers == 0:
+            return None
+        return (
+            f"{method}.adversarial.n_layers={self.n_layers}: the discriminator halves the "
+            f"{ny} x {nx} fields {self.n_layers} times, which they do not allow; lower n_layers"
+        )
 
 
 #: ``fields(model, batch) -> (terms, real, fake)``: the generator's named loss terms (``"loss"``
@@ -189,21 +217,32 @@ def generator_module(
 ) -> TaskModule:
     """The Lightning adapter of a learned method: a plain :class:`TaskModule` on ``loss_fn``, or,
     with ``adversarial.weight > 0``, an :class:`AdversarialTaskModule` on ``fields`` with a
-    :class:`~geodl.models.PatchDiscriminator` of ``channels`` x ``n_times`` input channels.
-    ``kwargs`` (``describe_batch``, ``metadata``) go to the module."""
+    :class:`~geodl.models.PatchDiscriminator` (``on: fields``) or a
+    :class:`~geodl.models.SpectrumDiscriminator` (``on: spectra``) of ``channels`` fields at
+    ``n_times`` times. ``kwargs`` (``describe_batch``, ``metadata``) go to the module."""
     if not adversarial.enabled:
         return TaskModule(model, loss_fn, spec, **kwargs)
     if fields is None:
         raise ValueError("adversarial training needs fields(model, batch) -> (terms, real, fake)")
-    from geodl.models import PatchDiscriminator
+    from geodl.models import PatchDiscriminator, SpectrumDiscriminator
 
-    disc = PatchDiscriminator(
-        channels,
-        n_times,
-        width=adversarial.width,
-        n_layers=adversarial.n_layers,
-        spectral_norm=adversarial.spectral_norm,
-    )
+    disc: nn.Module
+    if adversarial.on == "spectra":
+        disc = SpectrumDiscriminator(
+            channels,
+            n_times,
+            n_bins=adversarial.spectrum_bins,
+            width=adversarial.width,
+            spectral_norm=adversarial.spectral_norm,
+        )
+    else:
+        disc = PatchDiscriminator(
+            channels,
+            n_times,
+            width=adversarial.width,
+            n_layers=adversarial.n_layers,
+            spectral_norm=adversarial.spectral_norm,
+        )
     return AdversarialTaskModule(
         model,
         fields,

@@ -227,7 +227,11 @@ def test_persistence_rmse_and_first_bad_step():
         ("cnn.widht=8", "unknown key 'widht' in cnn"),
         (
             "cnn.adversarial={weight: 0.1, n_layers: 6}",
-            "cnn.adversarial.n_layers=6: the discriminator halves the grid 6 times",
+            "cnn.adversarial.n_layers=6: the discriminator halves the 32 x 32 fields 6 times",
+        ),
+        (
+            "cnn.adversarial={weight: 0.1, on: spectra, spectrum_bins: 20}",
+            "cnn.adversarial.spectrum_bins=20: 32 x 32 fields resolve at most 16 annuli",
         ),
     ],
 )
@@ -239,10 +243,12 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys, override, match):
     assert not (tmp_path / "r" / "trajectories.nc").exists()  # refused before simulating
 
 
-def test_adversarial_cnn_emulator_trains_beside_a_discriminator(tmp_path):
-    """With ``cnn.adversarial.weight > 0`` the CNN trains against a patch discriminator of its
-    rolled-out states (time as channels): both losses are logged, the emulator differs from the
-    one trained without, and its file loads as any emulator's."""
+@pytest.mark.parametrize("on", ["fields", "spectra"])
+def test_adversarial_cnn_emulator_trains_beside_a_discriminator(tmp_path, on):
+    """With ``cnn.adversarial.weight > 0`` the CNN trains against a discriminator of its
+    rolled-out states (a patch discriminator with time as channels, or one of their spectra):
+    both losses are logged, the emulator differs from the one trained without, and its file
+    loads as any emulator's."""
     import csv
 
     from geodl.methods.emulation import CNNSection, train_emulator
@@ -254,7 +260,17 @@ def test_adversarial_cnn_emulator_trains_beside_a_discriminator(tmp_path):
     nets = {}
     for weight in (0.0, 0.5):
         section = CNNSection.model_validate(
-            {**base, "adversarial": {"weight": weight, "width": 8, "n_layers": 2, "r1_weight": 1}}
+            {
+                **base,
+                "adversarial": {
+                    "weight": weight,
+                    "on": on,
+                    "width": 8,
+                    "n_layers": 2,
+                    "spectrum_bins": 4,
+                    "r1_weight": 1,
+                },
+            }  # fmt: skip
         )
         nets[weight], summary = train_emulator(
             "cnn", section, x[:20], x[20:], mean, std, threads=1,
