@@ -1,5 +1,6 @@
 """What each loss family buys on the mapping twin: the same UNet, data and budget, trained with
-point-wise, gradient, distribution-based (sliced Wasserstein) and adversarial terms.
+point-wise, gradient, distribution-based (sliced Wasserstein) and adversarial terms (a patch
+discriminator on the fields, or one on their power spectra).
 
 Usage (from the repository root):
 
@@ -35,9 +36,13 @@ VARIANTS = {
         "unet.loss={mse: 1.0}",
         "unet.adversarial={weight: 0.01, width: 16, n_layers: 3, r1_weight: 0.1}",
     ],
+    "mse+adversarial_spectra": [
+        "unet.loss={mse: 1.0}",
+        "unet.adversarial={weight: 0.01, on: spectra, width: 64, spectrum_bins: 16, r1_weight: 0.1}",
+    ],
 }
 
-WEIGHTED = ("mse+sliced_wasserstein", "mse+adversarial")
+WEIGHTED = ("mse+sliced_wasserstein", "mse+adversarial", "mse+adversarial_spectra")
 
 
 def small_scale_ratio(pred: np.ndarray, truth: np.ndarray) -> float:
