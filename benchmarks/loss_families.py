@@ -12,7 +12,9 @@ runs once per variant with ``methods: [unet]`` in one run directory (the simulat
 stages are computed once and reused by the cache), and each variant's ``metrics.json`` is kept.
 Besides RMSE, mu and lambda_x, it measures the small-scale energy ratio: the energy of the
 reconstruction's x-spectrum in the upper half of the resolved wavenumbers over the truth's, on
-the test period (MSE-trained maps are too smooth: a ratio below 1).
+the test period (MSE-trained maps are too smooth: a ratio below 1), and the CRPS of the map
+as a point forecast, which is its mean absolute error (Gneiting & Raftery 2007); the UNet
+gives no std, so there is no coverage to score.
 """
 
 from __future__ import annotations
@@ -84,7 +86,12 @@ def run(seed: int, variant: str, out: Path, extra: list[str]) -> dict:
         pred = p["ssh"].values
         truth = t["ssh"].sel(time=p["time"]).values
     keep = ("rmse", "mu", "lambda_x")
-    return {**{k: m[k] for k in keep}, "small_scale_ratio": small_scale_ratio(pred, truth)}
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    return {
+        **{k: m[k] for k in keep},
+        "small_scale_ratio": small_scale_ratio(pred, truth),
+        "crps": float(np.abs(pred - truth)[ok].mean()),  # of a point forecast: its MAE
+    }
 
 
 def main() -> None:
@@ -106,7 +113,7 @@ def main() -> None:
             r = run(seed, v, Path(args.out) / f"seed{seed}", args.extra)
             rows[v].append(r)
             print(json.dumps({"seed": seed, "variant": v, **r}), flush=True)
-    keys = ("rmse", "mu", "lambda_x", "small_scale_ratio")
+    keys = ("rmse", "mu", "lambda_x", "small_scale_ratio", "crps")
     print("\n| loss | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for v, rs in rows.items():
         cells = [
