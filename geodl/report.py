@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +114,20 @@ def write_index(
     report_dir: Path,
     title: str,
     metrics: Mapping[str, Any],
-    figures: list[str],
+    figures: Sequence[str | tuple[str, str]],
     *,
     warnings: list[str] = (),  # type: ignore[assignment]
     config: str | None = None,
 ) -> Path:
     """Write ``index.html`` showing the metrics table, the run's ``warnings`` (e.g. prepare's),
-    ``figures`` (names inside report_dir) and the resolved ``config`` (YAML text)."""
+    ``figures`` (names inside report_dir, or ``(name, caption)`` pairs: what the figure shows
+    and how to read it) and the resolved ``config`` (YAML text)."""
     report_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(f, f) if isinstance(f, str) else f for f in figures]
     imgs = "\n".join(
-        f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>'
-        f"{html.escape(f)}</figcaption></figure>"
-        for f in figures
+        f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>'
+        f"{html.escape(c)}</figcaption></figure>"
+        for f, c in pairs
     )
     warned = (
         "<h2>Warnings</h2><ul>"

@@ -1,6 +1,7 @@
 """Mapping experiment on a user-supplied lat/lon NetCDF truth, its bad inputs, and the Python API."""
 
 import json
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -322,3 +323,59 @@ def test_task_and_observe_command_build_the_same_orbits(tmp_path, kind):
         cli = observe_dataset(kind, ds.load(), "ssh", noise_std=0.01, seed=3)["ssh_obs"]
     np.testing.assert_array_equal(np.isfinite(task.values), np.isfinite(cli.values))
     np.testing.assert_allclose(task.values, cli.values, equal_nan=True)
+
+
+class _Page(HTMLParser):
+    """The images, captions, table header cells and section titles of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.captions: list[str] = []
+        self.headers: list[str] = []
+        self.titles: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag in ("figcaption", "th", "h2"):
+            self._in, self._text = tag, ""
+
+    def handle_data(self, data):
+        if self._in:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            {"figcaption": self.captions, "th": self.headers, "h2": self.titles}[tag].append(
+                self._text.strip()
+            )
+            self._in = None
+
+
+def test_report_page_shows_every_figure_with_its_reading_and_the_scores_in_order(latlon_run):
+    """What a browser would show: every image the page names exists and decodes to a non-blank
+    picture, each with a caption that says what it shows (not its file name); the maps' caption
+    gives the date; the table reads rmse, mu, ... with the ratios to OI; the config is there."""
+    from matplotlib.image import imread
+
+    _, out = latlon_run
+    page = _Page()
+    page.feed((out / "report" / "index.html").read_text())
+    srcs = [img["src"] for img in page.images]
+    assert len(srcs) == len(page.captions) >= 6
+    assert {"rmse_time.png", "spectra.png", "reliability.png", "psd_score.png"} <= set(srcs)
+    for src, caption in zip(srcs, page.captions, strict=True):
+        pixels = imread(out / "report" / src)  # (h, w, 4) floats in [0, 1]
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300, (src, pixels.shape)
+        assert pixels[..., :3].std() > 0.05, f"{src} is blank"
+        assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 50, src  # not a flat plot
+        assert src not in caption and len(caption) > 40, (src, caption)
+    maps = [c for s, c in zip(srcs, page.captions, strict=True) if s.startswith("maps_day")]
+    assert maps and all("test day" in c and "time" in c for c in maps), maps
+    cols = [h.split(" [")[0] for h in page.headers]
+    assert cols[:4] == ["method", "rmse", "mu", "mu_std"], cols
+    assert cols.index("lambda_x") < cols.index("coverage_68") < cols.index("rmse_ratio_oi")
+    assert {"oi", "unet"} <= set(cols)  # one row per method
+    assert page.titles[0].startswith("Metrics") and "Config" in page.titles

@@ -12,6 +12,20 @@ from geodl.pipeline import StageContext
 
 __all__ = ["write_mapping_report"]
 
+#: What each fixed figure shows and how to read it (the report's captions).
+CAPTIONS = {
+    "psd_score.png": "PSD score along x over the test period, 1 - PSD(map - truth) / PSD(truth), "
+    "against wavelength; dotted: each method's lambda_x, the shortest wavelength it resolves "
+    "(where the score crosses 0.5).",
+    "rmse_time.png": "RMSE of each map against the truth on each day of the test period.",
+    "spectra.png": "x-spectra of the maps and of the truth over the test period: a map below the "
+    "truth at high wavenumbers is smoother than it.",
+    "reliability.png": "Reliability of the std: the fraction of test cells whose error lies "
+    "within the central interval of each nominal coverage (on the diagonal: a calibrated std).",
+    "oi_tuning.png": "OI tuning: validation RMSE over the searched scales (the best noise level "
+    "at each), the chosen scales starred.",
+}
+
 #: Cells a side of the central window the figures of a larger grid show (memory: the figures
 #: load the test period of the truth and of every map; metrics.json scores the whole grid).
 REPORT_WINDOW = 512
@@ -59,7 +73,7 @@ def _date(field: Any, t_dim: str, day: int) -> str:
     return f"test day {day} ({t_dim} {text})"
 
 
-def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
+def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[tuple[str, str]]:
     """Per report day: truth, observations and each map (one shared colour scale and bar), the
     errors (a symmetric scale shared by every method) and the std where a method gives one (a
     shared scale), with the grid's coordinates on the axes and the date in the title."""
@@ -71,7 +85,7 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
     units = prep.get("units", "") or "field units"
     a, b = prep["splits"]["test"]
     truth_path = cfg.data.path or ctx.input("truth.nc")
-    names = []
+    names: list[tuple[str, str]] = []
     test = slice(a, b)
     win = _window(ctx, prep)
     truth = read_sorted(truth_path, [var], prep["dims"], test, win)[var]
@@ -140,7 +154,15 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[str]:
         name = f"maps_day{day:03d}.png"
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
-        names.append(name)
+        names.append(
+            (
+                name,
+                f"{var} on {_date(truth, t_dim, day)}: the truth, the observations within +-2 "
+                "days and each method's map on one colour scale; below, each map's error (map - "
+                "truth) on a symmetric scale shared by the methods; then each std where a "
+                "method gives one.",
+            )
+        )
     return names
 
 
@@ -298,18 +320,16 @@ def write_mapping_report(ctx: StageContext) -> None:
     out.mkdir(parents=True, exist_ok=True)
     prep = json.loads(ctx.input("prepare.json").read_text())
     metrics = json.loads(ctx.input("metrics.json").read_text())
-    figures = _maps(ctx, prep, out)
-    figures.append(_psd(ctx, prep, metrics, out))
-    figures.extend(_over_time(ctx, prep, out))
+    figures: list[tuple[str, str]] = _maps(ctx, prep, out)
+    names = [_psd(ctx, prep, metrics, out), *_over_time(ctx, prep, out)]
     tuning = _oi_tuning(metrics, out)
-    if tuning:
-        figures.append(tuning)
+    figures += [(n, CAPTIONS[n]) for n in (*names, *([tuning] if tuning else []))]
     for m in ctx.cfg.methods:
         logs = ctx.run_dir / "logs" / m
         if logs.exists():
             name = f"learning_curves_{m}.png"
             plot_learning_curves(logs, out / name, title=f"{m} learning curves")
-            figures.append(name)
+            figures.append((name, f"{m}: its training and validation losses per epoch."))
     from geodl.config import dump_yaml
 
     notes = list(prep.get("warnings", []))
