@@ -22,6 +22,7 @@ __all__ = [
     "days",
     "find_axes",
     "grid_km",
+    "grid_mapping",
     "restore_order",
     "sort_axes",
     "wrap_longitude",
@@ -41,6 +42,9 @@ DEGREES = (
     "degN",
 )
 METRES = ("m", "meter", "meters", "metre", "metres")
+
+#: The WGS 84 ellipsoid as CF grid-mapping attributes (CF 1.8, section 5.6 and appendix F).
+WGS84 = {"semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563}
 
 #: Common dimension names of each role, tried after the CF attributes.
 AXIS_NAMES = {
@@ -133,12 +137,16 @@ def _axis_kind(coord: xr.DataArray, name: str) -> tuple[str, float]:
     """``("geographic", 1.0)`` for degrees, else ``("projected", factor to km)`` from one axis's
     own ``units`` (no units: km)."""
     units = str(coord.attrs.get("units", "")).strip().lower()
-    if "degree" in units or name.lower().startswith(("lat", "lon")):
+    if "degree" in units:
         return "geographic", 1.0
-    if units in _KM or units == "":
+    if units in _KM:  # before the name: y/x built in km on dims named lat/lon are projected
         return "projected", 1.0
     if units in _M:
         return "projected", 1e-3
+    if name.lower().startswith(("lat", "lon")):
+        return "geographic", 1.0
+    if units == "":
+        return "projected", 1.0
     raise DataError(
         f"coordinate '{name}' has units '{coord.attrs.get('units')}'; expected km, m or degrees"
     )
@@ -161,6 +169,43 @@ def grid_km(ds: xr.Dataset | xr.DataArray, y: str, x: str) -> tuple[np.ndarray, 
         lat0 = math.radians(float(np.mean(yv)))
         return yv * EARTH_KM_PER_DEG, xv * EARTH_KM_PER_DEG * math.cos(lat0), "geographic"
     return yv * fy, xv * fx, "projected"
+
+
+def grid_mapping(ds: xr.Dataset, var: str, y: str, x: str) -> xr.DataArray | None:
+    """The CF grid-mapping variable (scalar, named) that an output of ``ds[var]`` carries.
+
+    The input's own where ``var`` has a ``grid_mapping`` attribute naming a variable of ``ds``
+    (copied with its attributes; CF 1.7's ``"crs: y x"`` form gives its first name); else, on a
+    geographic grid (``y``/``x`` in degrees), ``crs`` with ``grid_mapping_name:
+    latitude_longitude`` on the WGS 84 ellipsoid (CF 1.8, section 5.6); else None: a projected
+    grid without a mapping keeps none (geodl does not invent a projection).
+
+    Examples
+    --------
+    >>> lat = xr.DataArray([0.0, 1.0], dims="lat", attrs={"units": "degrees_north"})
+    >>> lon = xr.DataArray([0.0, 1.0], dims="lon", attrs={"units": "degrees_east"})
+    >>> ds = xr.Dataset({"v": (("lat", "lon"), np.zeros((2, 2)))}, coords={"lat": lat, "lon": lon})
+    >>> crs = grid_mapping(ds, "v", "lat", "lon")
+    >>> crs.name, crs.attrs["grid_mapping_name"]
+    ('crs', 'latitude_longitude')
+    >>> grid_mapping(ds.rename(lat="y", lon="x").assign_coords(
+    ...     y=("y", [0.0, 5.0], {"units": "km"}), x=("x", [0.0, 5.0], {"units": "km"})), "v", "y", "x")
+    """
+    da = ds[var]
+    # in the attributes as files are opened; in the encoding with xarray's decode_coords="all"
+    given = str(da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping", ""))
+    name = given.split(":")[0].split()
+    if name and name[0] in ds.variables:
+        src = ds[name[0]]
+        numeric = src.ndim == 0 and np.issubdtype(src.dtype, np.number)
+        value = src.values if numeric else np.int32(0)  # CF: the value itself is not used
+        return xr.DataArray(value, name=name[0], attrs=dict(src.attrs))
+    if y not in ds.coords or x not in ds.coords:
+        return None
+    if _axis_kind(ds[y], y)[0] != "geographic" or _axis_kind(ds[x], x)[0] != "geographic":
+        return None
+    attrs = {"grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0, **WGS84}
+    return xr.DataArray(np.int32(0), name="crs", attrs=attrs)
 
 
 def wrap_longitude(lon: np.ndarray, centre: float) -> np.ndarray:

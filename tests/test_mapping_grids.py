@@ -132,3 +132,31 @@ def test_run_on_a_local_dask_cluster_gives_the_in_process_outputs(tmp_path):
     }
     assert got["cluster"] == pytest.approx(got["local"], rel=1e-9)
     assert main(["run", "configs/ssh_mapping_quick.yaml", "--dask-workers", "0"]) == 2
+
+
+def test_a_file_without_coordinates_maps_with_data_grid_spacing_km(tmp_path):
+    """``data.grid_spacing_km`` gives a file without coordinate values y/x axes in km from 0:
+    prepare records the cell size, and OI is fitted, written on those axes and scored."""
+    path = tmp_path / "nocoords.nc"
+    make_field(nt=40, ny=12, nx=16, land=False).drop_vars(["lat", "lon"]).to_netcdf(path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "experiment: {name: spacing, task: mapping}\n"
+        f"data: {{path: {path}, variable: ssh, grid_spacing_km: [5, 10]}}\n"
+        "obs: {kind: clouds, cover: 0.5}\n"
+        "split: {train: [2020-01-01, 2020-01-20], val: [2020-01-25, 2020-01-30], "
+        "test: [2020-02-04, 2020-02-09]}\n"
+        "patch: {time: 4, y: 8, x: 8}\n"
+        "methods: [oi]\n"
+        "oi: {lx_km: 40.0, lt_days: 3.0, tune: {enabled: false}}\n"
+        "report: {days: [0]}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    grid = json.loads((out / "prepare.json").read_text())["grid"]
+    assert grid == {"kind": "projected", "dy_km": 5.0, "dx_km": 10.0}
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["methods"]["oi"]["rmse"])
+    with xr.open_dataset(out / "predictions" / "oi.nc") as pred:
+        np.testing.assert_array_equal(pred.lat.values, 5.0 * np.arange(12))
+        np.testing.assert_array_equal(pred.lon.values, 10.0 * np.arange(16))
+        assert pred.lat.attrs["units"] == "km" and "grid_mapping" not in pred.ssh.attrs

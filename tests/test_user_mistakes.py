@@ -534,7 +534,28 @@ ROWS = [
         "data-grid-without-coordinates",
         run_on("{C}", "data.path={D}/nocoords.nc", cmd="run"),
         "no coordinate values",
+        "data.grid_spacing_km",
         text=DATED_MAP,
+    ),
+    row(
+        "data-grid-spacing-with-coordinates",
+        run_on("{C}", "data.grid_spacing_km=25", cmd="run"),
+        "have coordinate values",
+        "remove data.grid_spacing_km",
+        text=DATED_MAP,
+    ),
+    row(
+        "data-grid-spacing-not-positive",
+        run_on("{C}", "data.path={D}/nocoords.nc", "data.grid_spacing_km=[10, 0]", cmd="run"),
+        "data.grid_spacing_km",
+        "positive number of km",
+        "got [10, 0]",
+        text=DATED_MAP,
+    ),
+    row(
+        "data-grid-spacing-on-the-twin",
+        run_on(MAP, "data.grid_spacing_km=10"),
+        "data.grid_spacing_km needs data.path",
     ),
     row(
         "data-curvilinear-grid",

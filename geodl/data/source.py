@@ -35,6 +35,19 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _spacing(value: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """``grid_spacing_km`` as ``(dy, dx)``: one positive number for both, or a pair."""
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int | float) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int | float) and v > 0 for v in pair):
+        raise DataError(
+            f"grid_spacing_km={value!r}; expected a positive number of km or a [dy, dx] pair "
+            "of them"
+        )
+    return float(pair[0]), float(pair[1])
+
+
 def _is_regular(coord: np.ndarray) -> bool:
     if coord.size < 3:
         return True
@@ -66,6 +79,10 @@ class GriddedSource:
         must match ``data`` exactly.
     require_regular : bool
         Refuse 1-D grid coordinates with uneven spacing (convolutions assume a regular grid).
+    grid_spacing_km : float or (float, float), optional
+        The cell size in km (one number, or ``(dy, dx)``) of a file whose grid axes have no
+        coordinate values: y/x coordinates in km from 0 are built with it. Refused for a file
+        that has coordinates (they give the cell size).
 
     Examples
     --------
@@ -86,7 +103,9 @@ class GriddedSource:
         land_mask: str | None = None,
         extra: PathLike | xr.Dataset | None = None,
         require_regular: bool = True,
+        grid_spacing_km: float | Sequence[float] | None = None,
     ) -> None:
+        self.grid_spacing_km = _spacing(grid_spacing_km)
         self.target = _names(target)
         self.inputs = _names(inputs)
         self.static = _names(static)
@@ -111,7 +130,8 @@ class GriddedSource:
         # every reader; `order` writes outputs back in the input's order (grid.restore_order).
         self.order: dict[str, dict] = {}
         for key in list(handles):
-            handles[key], order = sort_axes(handles[key], (self.axes.y, self.axes.x))
+            built = self._with_grid(handles[key])
+            handles[key], order = sort_axes(built, (self.axes.y, self.axes.x))
             if key in self._memory:
                 self._memory[key] = handles[key]
             if key == "main":
@@ -162,7 +182,14 @@ class GriddedSource:
                 f"x={axes.x}); expected lat/lon or y/x, or CF attributes axis='Y'/'X'"
             )
         missing = [d for d in (axes.y, axes.x) if d not in ds.coords]
-        if missing:
+        if self.grid_spacing_km is not None and len(missing) < 2:
+            given = [d for d in (axes.y, axes.x) if d in ds.coords]
+            raise DataError(
+                f"grid_spacing_km {list(self.grid_spacing_km)} is given, but the grid axes "
+                f"{given} have coordinate values, which give the cell size; remove "
+                "data.grid_spacing_km (it is for files without coordinates)"
+            )
+        if missing and self.grid_spacing_km is None:
             curvilinear = [
                 str(n)
                 for n, v in {**ds.coords, **ds.data_vars}.items()
@@ -182,7 +209,8 @@ class GriddedSource:
                 )
             raise DataError(
                 f"grid axes {missing} have no coordinate values, so the cell size is unknown; "
-                "add 1-D coordinate variables (lat/lon in degrees or y/x in km or m)"
+                "add 1-D coordinate variables (lat/lon in degrees or y/x in km or m), or give "
+                "the cell size in km with data.grid_spacing_km"
             )
         return axes
 
@@ -332,7 +360,19 @@ class GriddedSource:
         return self._memory["main"]
 
     def _sorted(self, ds: xr.Dataset) -> xr.Dataset:
-        return sort_axes(ds, (self.axes.y, self.axes.x))[0]
+        return sort_axes(self._with_grid(ds), (self.axes.y, self.axes.x))[0]
+
+    def _with_grid(self, ds: xr.Dataset) -> xr.Dataset:
+        """``ds`` with y/x coordinates in km from 0, ``grid_spacing_km`` apart, on the grid axes
+        that have none (every open of a file without coordinates: readers see one grid)."""
+        if self.grid_spacing_km is None:
+            return ds
+        built = {}
+        for dim, step, role in zip(self.axes.spatial, self.grid_spacing_km, "yx", strict=True):
+            if dim in ds.dims and dim not in ds.coords:
+                attrs = {"units": "km", "standard_name": f"projection_{role}_coordinate"}
+                built[dim] = (dim, step * np.arange(ds.sizes[dim], dtype=np.float64), attrs)
+        return ds.assign_coords(built) if built else ds
 
     def restore_order(self, out: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
         """An output on this source's (sorted) grid in the input file's order and coordinates."""

@@ -39,14 +39,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geodl.atomic import atomic_path
 from geodl.config import Section
 from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
 from geodl.data.batch import build_aux
 from geodl.errors import ConfigError, DataError, UserInputError
-from geodl.grid import days, grid_km, restore_order, sort_axes
+from geodl.grid import days, grid_km, grid_mapping, restore_order, sort_axes
 from geodl.methods.observing import (
     ObsSection,
     noise_level,
@@ -110,13 +110,34 @@ class DataSection(Section):
     ``static`` time-independent ones (e.g. bathymetry), on the truth's grid; every learned method
     reads them as extra input channels (normalised with training-split statistics), OI ignores
     them. Empty lists (the default) give the runs as before.
+
+    ``grid_spacing_km`` is the cell size (one number, or ``[dy, dx]``) of a file whose grid axes
+    have no coordinate values: geodl builds y/x axes in km from 0 with it. A file with coordinates
+    takes its cell size from them, and the key is refused there.
     """
 
     path: str | None = Field(None, description="NetCDF/Zarr truth; null: embedded QG simulation")
     variable: str = "ssh"
     land_mask: str | None = None
+    grid_spacing_km: float | list[float] | None = Field(
+        None, description="cell size [km] (or [dy, dx]) of a file without coordinates"
+    )
     inputs: list[str] = Field(default_factory=list, description="time-dependent predictors")
     static: list[str] = Field(default_factory=list, description="time-independent predictors")
+
+    @field_validator("grid_spacing_km", mode="before")
+    @classmethod
+    def _spacing(cls, value: Any) -> Any:
+        """One line for any value but a positive number or a pair of them (not pydantic's
+        report of both members of the union)."""
+        pair = value if isinstance(value, list | tuple) else [value]
+
+        def positive(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+        if value is not None and (len(pair) not in (1, 2) or not all(map(positive, pair))):
+            raise ValueError("expected a positive number of km, or a [dy, dx] pair of them")
+        return value
 
     @model_validator(mode="after")
     def _predictors(self) -> DataSection:
@@ -133,6 +154,11 @@ class DataSection(Section):
             raise ValueError(
                 f"data.inputs/static {names} need data.path: the embedded QG twin (data.path "
                 "null) has no variable but 'ssh'"
+            )
+        if self.grid_spacing_km is not None and self.path is None:
+            raise ValueError(
+                "data.grid_spacing_km needs data.path: the embedded QG twin (data.path null) "
+                "has coordinates"
             )
         if self.land_mask is not None and self.path is None:
             raise ValueError(
@@ -471,11 +497,13 @@ class MappingData:
         patch: PatchSection,
         land_mask: str | None = None,
         members: tuple[Path, Path] | None = None,
+        grid_spacing_km: float | list[float] | None = None,
     ) -> MappingData:
         """The data of a run: the truth file (``target`` = ``variable``), the observation file
         (``{variable}_obs``), what ``prepare`` recorded (``prep``: splits, normalisation, noise,
         scales, the predictors ``data.inputs`` / ``data.static`` of the truth file) and, for twin
-        experiments, the extra realisations' (truth, observation) files."""
+        experiments, the extra realisations' (truth, observation) files; ``grid_spacing_km``: the
+        cell size of a truth file without coordinates (``data.grid_spacing_km``)."""
         predictors = prep.get("predictors", {})
         source = GriddedSource(
             truth,
@@ -485,6 +513,7 @@ class MappingData:
             land_mask=land_mask,
             inputs=predictors.get("inputs", ()),
             static=predictors.get("static", ()),
+            grid_spacing_km=grid_spacing_km,
         )
         return cls(
             source=source,
@@ -729,15 +758,21 @@ def summarise_inputs(
 
 
 def read_truth(
-    path: Path, var: str, land_mask: str | None = None, *, budget: int | None = None
+    path: Path,
+    var: str,
+    land_mask: str | None = None,
+    *,
+    budget: int | None = None,
+    grid_spacing_km: float | list[float] | None = None,
 ) -> xr.DataArray:
     """The truth ``var`` of ``path`` as a ``(time, y, x)`` DataArray: loaded where it takes at
     most a quarter of ``budget`` bytes (default :data:`geodl.data.blocks.MEMORY_BUDGET`; the
     in-memory preparation copies it a few times), else lazy (Dask, by the file's storage chunks)
-    for the block-wise preparation; one :class:`DataError` line if it is NaN everywhere."""
+    for the block-wise preparation; one :class:`DataError` line if it is NaN everywhere.
+    ``grid_spacing_km``: the cell size of a file without coordinates (:class:`GriddedSource`)."""
     from geodl.data.blocks import MEMORY_BUDGET, block_ranges
 
-    src = GriddedSource(path, target=var, land_mask=land_mask)
+    src = GriddedSource(path, target=var, land_mask=land_mask, grid_spacing_km=grid_spacing_km)
     lazy = src.variable(var).transpose(*src.dims)
     budget = MEMORY_BUDGET if budget is None else budget
     if 4 * lazy.size * lazy.dtype.itemsize <= budget:
@@ -765,6 +800,7 @@ def read_predictors(
     inputs: list[str] | tuple[str, ...],
     static: list[str] | tuple[str, ...],
     land_mask: str | None = None,
+    grid_spacing_km: float | list[float] | None = None,
 ) -> xr.Dataset | None:
     """The predictors ``inputs`` ``(time, y, x)`` and ``static`` ``(y, x)`` of ``path`` (lazy),
     checked against the grid of the truth ``var`` (None without predictors); a missing variable
@@ -772,7 +808,14 @@ def read_predictors(
     if not inputs and not static:
         return None
     try:
-        src = GriddedSource(path, target=var, inputs=inputs, static=static, land_mask=land_mask)
+        src = GriddedSource(
+            path,
+            target=var,
+            inputs=inputs,
+            static=static,
+            land_mask=land_mask,
+            grid_spacing_km=grid_spacing_km,
+        )
     except DataError as exc:
         raise DataError(f"data.inputs/static in {path}: {exc}") from None
     return src.dataset()[[*inputs, *static]]
@@ -939,7 +982,9 @@ def write_reconstruction(
     """Write ``method``'s reconstruction of ``split`` to the CF NetCDF file ``path``.
 
     Methods with a ``stream`` function write patch by patch (bounded memory); the others write the
-    result of ``reconstruct``. Both give the file :func:`prediction_dataset` describes.
+    result of ``reconstruct``. Both give the file :func:`prediction_dataset` describes, with the
+    input's grid mapping (:func:`geodl.grid.grid_mapping`: the input's own, or ``crs`` on a
+    geographic grid).
     """
     entry = get_method(method)
     sn = data.source.attrs.get(data.variable, {}).get("standard_name")
@@ -950,6 +995,8 @@ def write_reconstruction(
         mean, std = entry.reconstruct(section, data, artifact, split)
         ds = prediction_dataset(mean, std, data.variable, method, units, experiment, sn)
         ds.to_netcdf(path, encoding=cf_encoding(ds))
+    mapping = grid_mapping(data.source.dataset(), data.variable, *data.source.dims[1:])
+    _write_grid_mapping(path, mapping, [data.variable, f"{data.variable}_std"])
     if data.source.order:  # a descending or wrapping input grid: written back in its order
         tmp = path.with_name(f".unsorted-{path.name}")
         with xr.open_dataset(path, chunks={}) as ds:
@@ -957,6 +1004,26 @@ def write_reconstruction(
             back.to_netcdf(tmp, encoding=cf_encoding(back))
         tmp.replace(path)
     return path
+
+
+def _write_grid_mapping(path: Path, mapping: xr.DataArray | None, names: list[str]) -> None:
+    """Add ``mapping`` (:func:`geodl.grid.grid_mapping`) to the NetCDF file ``path`` and point
+    the ``grid_mapping`` attribute of its variables ``names`` at it; with None, drop that
+    attribute (a copy of the input's that names no variable of the output)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as nc:
+        if mapping is not None and mapping.name not in nc.variables:
+            v = nc.createVariable(str(mapping.name), mapping.dtype)
+            v.setncatts(mapping.attrs)
+            v.assignValue(mapping.values)
+        for n in names:
+            if n not in nc.variables:
+                continue
+            if mapping is not None:
+                nc[n].setncattr("grid_mapping", str(mapping.name))
+            elif "grid_mapping" in nc[n].ncattrs():
+                nc[n].delncattr("grid_mapping")
 
 
 @contextmanager

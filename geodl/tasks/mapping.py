@@ -140,6 +140,7 @@ def _data(ctx: StageContext) -> MappingData:
         patch=cfg.patch,
         land_mask=cfg.data.land_mask,
         members=members,
+        grid_spacing_km=cfg.data.grid_spacing_km,
     )
 
 
@@ -160,7 +161,7 @@ def _prepare(ctx: StageContext) -> None:
     cfg, d = ctx.cfg, ctx.cfg.data
     var, path = d.variable, _truth_path(ctx)
     try:
-        truth = read_truth(path, var, d.land_mask)
+        truth = read_truth(path, var, d.land_mask, grid_spacing_km=d.grid_spacing_km)
     except DataError as exc:
         if d.path is None:
             raise
@@ -179,7 +180,9 @@ def _prepare(ctx: StageContext) -> None:
         window=cfg.patch.time,
         periodic=d.path is None,  # the embedded QG twin is doubly periodic
         members=members,
-        predictors=read_predictors(path, var, d.inputs, d.static, d.land_mask),
+        predictors=read_predictors(
+            path, var, d.inputs, d.static, d.land_mask, grid_spacing_km=d.grid_spacing_km
+        ),
         obs_path=ctx.output("obs.nc"),  # written block by block: bounded memory on any grid
     )
     obs.close()
