@@ -250,9 +250,10 @@ def _report(ctx: StageContext) -> None:
 
 
 def _external(c: Any) -> list[Path]:
-    paths = [Path(c.data.path)] if c.data.path else []
+    """The user files ``prepare`` reads, globs expanded: the cache key follows the files."""
+    paths = obs_files(c.data.path, strict=False) if c.data.path else []
     file_obs = c.obs.kind == "file" and c.obs.path
-    return paths + (obs_files(c.obs.path, strict=False) if file_obs else [])  # glob expanded
+    return paths + (obs_files(c.obs.path, strict=False) if file_obs else [])
 
 
 def _stages(cfg: Any) -> tuple[Stage, ...]:

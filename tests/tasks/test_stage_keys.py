@@ -45,3 +45,24 @@ def test_every_declared_section_exists(task):
 def test_a_setting_changes_the_keys_of_the_stages_that_read_it(task, override, changed):
     base, new = _keys(task), _keys(task, [override])
     assert {name for name in base if base[name] != new[name]} == changed
+
+
+def test_a_data_path_glob_is_keyed_on_the_files_it_matches(tmp_path):
+    """``data.path: dir/*.nc``: a new file in the pattern re-runs ``prepare`` (the pattern's own
+    text, which does not change, is not what is fingerprinted)."""
+    from geodl.testing import make_field
+
+    ds = make_field(nt=20, ny=16, nx=16, grid="projected", land=False, seed=0)
+    ds.isel(time=slice(0, 10)).to_netcdf(tmp_path / "part0.nc")
+    sets = [f"data.path={tmp_path / 'part*.nc'}", "data.variable=ssh"]
+
+    def prepare_key():
+        cfg, exp = load_config("configs/ssh_mapping_quick.yaml", sets)
+        stages = {s.name: s for s in exp.resolve(cfg).stages}
+        upstream = dict.fromkeys(stages, "same upstream")
+        return stage_key(stages["prepare"], cfg, tmp_path / "run", upstream)
+
+    before = prepare_key()
+    assert prepare_key() == before
+    ds.isel(time=slice(10, 20)).to_netcdf(tmp_path / "part1.nc")
+    assert prepare_key() != before
