@@ -3,6 +3,8 @@ spectra."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -73,16 +75,16 @@ class PatchDiscriminator(nn.Module):
         return self.net(x.reshape(b, -1, *x.shape[-2:]))[:, 0]  # (B, h, w)
 
 
-def radial_log_spectrum(x: Tensor, n_bins: int) -> Tensor:
+def radial_log_spectrum(x: Tensor, n_bins: int, k_min: float = 0.0) -> Tensor:
     """Isotropic log10 power spectrum of each field: ``(..., H, W) -> (..., n_bins)``.
 
     .. math:: S_b = \\log_{10}\\Big(\\varepsilon + \\operatorname{mean}_{|k| \\in b}
               |\\hat x(k)|^2 / (H W)\\Big)
 
-    over ``n_bins`` equal annuli ``(j, j + 1] / (2 n_bins)`` of the wavenumber magnitude ``|k|``
-    (cycles per cell) up to the Nyquist wavenumber 0.5, the mean (``k = 0``) left out;
-    ``epsilon = 1e-10``. Each annulus holds a wavenumber when ``n_bins <= min(H, W) / 2``.
-    Differentiable (``torch.fft``).
+    over ``n_bins`` equal annuli ``k_min + (j, j + 1] w``, ``w = (0.5 - k_min) / n_bins``, of the
+    wavenumber magnitude ``|k|`` (cycles per cell) up to the Nyquist wavenumber 0.5; the mean
+    (``k = 0``) is left out; ``epsilon = 1e-10``. Each annulus holds a wavenumber when
+    ``w >= 1 / min(H, W)``. Differentiable (``torch.fft``).
 
     Examples
     --------
@@ -91,20 +93,30 @@ def radial_log_spectrum(x: Tensor, n_bins: int) -> Tensor:
     >>> wave = torch.sin(2 * math.pi * 8 * xx / 32).expand(32, 32)  # |k| = 0.25
     >>> int(radial_log_spectrum(wave, 8).argmax())  # annulus (0.1875, 0.25]
     3
+    >>> int(radial_log_spectrum(wave, 4, k_min=0.125).argmax())  # (0.21875, 0.3125]
+    1
     """
     h, w = x.shape[-2:]
-    if not 0 < n_bins <= min(h, w) // 2:
+    if not 0.0 <= k_min < 0.5:
         raise UserInputError(
-            f"radial_log_spectrum: n_bins={n_bins} annuli need fields of at least "
-            f"{2 * n_bins} x {2 * n_bins} cells, got {h} x {w}"
+            f"radial_log_spectrum: k_min={k_min} must lie in [0, 0.5) cycles per cell"
+        )
+    width = (0.5 - k_min) / n_bins if n_bins > 0 else 0.0
+    if n_bins <= 0 or width * min(h, w) < 1 - 1e-9:
+        most = int((0.5 - k_min) * min(h, w) + 1e-9)
+        raise UserInputError(
+            f"radial_log_spectrum: n_bins={n_bins} annuli above k_min={k_min:g} need fields of "
+            f"at least {math.ceil(n_bins / (0.5 - k_min))} cells a side, got {h} x {w} (at most "
+            f"{most} annuli fit)"
         )
     power = torch.fft.rfft2(x, norm="ortho").abs().pow(2)  # (..., H, W // 2 + 1)
     ky = torch.fft.fftfreq(h, device=x.device)
     kx = torch.fft.rfftfreq(w, device=x.device)
     k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)  # (H, W // 2 + 1)
-    # annulus j holds (j, j + 1] / (2 n_bins); index n_bins: the mean (k = 0) and |k| > 0.5
-    band = torch.ceil(k * 2 * n_bins).long() - 1
-    band = torch.where((k > 0) & (band < n_bins), band, torch.full_like(band, n_bins))
+    # annulus j holds k_min + (j, j + 1] w; index n_bins: the rest (k <= k_min, |k| > 0.5)
+    band = torch.ceil((k - k_min) / width - 1e-6).long() - 1
+    inside = (k > k_min) & (k > 0) & (band < n_bins)
+    band = torch.where(inside, band, torch.full_like(band, n_bins))
     onehot = torch.nn.functional.one_hot(band.flatten(), n_bins + 1)[:, :n_bins].to(power.dtype)
     mean = power.flatten(-2) @ onehot / onehot.sum(0)  # (..., n_bins)
     return torch.log10(mean + 1e-10)
@@ -117,6 +129,8 @@ class SpectrumDiscriminator(nn.Module):
     that sees only :func:`radial_log_spectrum` of each time and channel can push that energy up
     without judging (or rewarding) any particular small-scale pattern. The spectra of the
     ``n_times`` x ``in_channels`` fields are concatenated and judged by a three-layer MLP.
+    ``k_min`` (cycles per cell) keeps the annuli above it: the scales that observations leave
+    unconstrained, while the point-wise loss keeps the larger ones.
 
     Examples
     --------
@@ -132,6 +146,7 @@ class SpectrumDiscriminator(nn.Module):
         *,
         n_bins: int = 16,
         width: int = 64,
+        k_min: float = 0.0,
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
@@ -145,6 +160,7 @@ class SpectrumDiscriminator(nn.Module):
         self.in_channels = in_channels
         self.n_times = n_times
         self.n_bins = n_bins
+        self.k_min = float(k_min)
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
         self.net = nn.Sequential(
             wrap(nn.Linear(in_channels * n_times * n_bins, width)),
@@ -163,5 +179,5 @@ class SpectrumDiscriminator(nn.Module):
             times=self.n_times,
             multiple=1,
         )
-        spectra = radial_log_spectrum(x, self.n_bins)  # (B, T, C, n_bins)
+        spectra = radial_log_spectrum(x, self.n_bins, self.k_min)  # (B, T, C, n_bins)
         return self.net(spectra.flatten(1))[:, 0]  # (B,)

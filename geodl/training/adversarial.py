@@ -45,7 +45,7 @@ class AdversarialSection(Section):
     ``on: fields``: a patch discriminator (:class:`~geodl.models.PatchDiscriminator`, ``width``
     channels, ``n_layers`` halvings) sees the fields; ``on: spectra``: a
     :class:`~geodl.models.SpectrumDiscriminator` (an MLP of ``width`` units) sees only their
-    isotropic power spectra in ``spectrum_bins`` annuli."""
+    isotropic power spectra in ``spectrum_bins`` annuli above ``spectrum_min``."""
 
     weight: float = Field(0.0, ge=0, description="weight of the adversarial term (0: off)")
     kind: Literal["non_saturating", "hinge"] = "non_saturating"
@@ -56,6 +56,12 @@ class AdversarialSection(Section):
     n_layers: int = Field(3, gt=0, description="discriminator halvings of the grid (on: fields)")
     spectrum_bins: int = Field(
         16, gt=0, description="annuli of the spectrum, up to Nyquist (on: spectra)"
+    )
+    spectrum_min: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="lowest wavenumber judged, cycles per cell (on: spectra; 0: all)",
     )
     spectral_norm: bool = Field(True, description="spectral normalisation of its layers")
     r1_weight: float = Field(0.0, ge=0, description="R1 gradient penalty on real samples")
@@ -71,11 +77,13 @@ class AdversarialSection(Section):
         if not self.enabled:
             return None
         if self.on == "spectra":
-            if 2 * self.spectrum_bins <= min(ny, nx):
+            most = int((0.5 - self.spectrum_min) * min(ny, nx) + 1e-9)
+            if self.spectrum_bins <= most:
                 return None
             return (
                 f"{method}.adversarial.spectrum_bins={self.spectrum_bins}: {ny} x {nx} fields "
-                f"resolve at most {min(ny, nx) // 2} annuli of their spectrum; lower spectrum_bins"
+                f"resolve at most {most} annuli of their spectrum above spectrum_min="
+                f"{self.spectrum_min:g}; lower spectrum_bins"
             )
         if ny % 2**self.n_layers == 0 and nx % 2**self.n_layers == 0:
             return None
@@ -233,6 +241,7 @@ def generator_module(
             n_times,
             n_bins=adversarial.spectrum_bins,
             width=adversarial.width,
+            k_min=adversarial.spectrum_min,
             spectral_norm=adversarial.spectral_norm,
         )
     else:

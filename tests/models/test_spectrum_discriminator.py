@@ -64,9 +64,28 @@ GOLDEN = [-0.157506, -0.231120]  # torch 2.13.0, CPU: the weights of seed 0
 
 def test_errors_are_one_line():
     disc = SpectrumDiscriminator(1, 2, n_bins=8, width=8)
-    with pytest.raises(UserInputError, match="n_bins=8 annuli need fields of at least 16 x 16"):
+    with pytest.raises(
+        UserInputError,
+        match=r"n_bins=8 annuli above k_min=0 need fields of at least 16 cells a side, got 8 x 32 \(at most 4",
+    ):
         disc(torch.zeros(1, 2, 1, 8, 32))
+    with pytest.raises(UserInputError, match="k_min=0.5 must lie in"):
+        radial_log_spectrum(torch.zeros(16, 16), 2, k_min=0.5)
     with pytest.raises(UserInputError, match="expected 2 in"):
         disc(torch.zeros(1, 3, 1, 16, 16))
     with pytest.raises(UserInputError, match="n_bins"):
         SpectrumDiscriminator(1, 2, n_bins=0)
+
+
+def test_k_min_keeps_the_annuli_above_it():
+    """Above ``k_min`` the annuli are those of the full range cut to it: a wave below it is
+    not seen, one above it lands in its annulus."""
+    n = 64
+    xx = torch.arange(n * 1.0).expand(n, n)
+    low, high = (torch.cos(2 * math.pi * k * xx / n) for k in (8, 24))  # 0.125, 0.375
+    s_low, s_high = (radial_log_spectrum(f, 8, k_min=0.25) for f in (low, high))  # w = 1/32
+    assert float(s_low.max()) < -8  # nothing above 0.25 but round-off
+    assert int(s_high.argmax()) == 3  # (0.34375, 0.375]
+    torch.testing.assert_close(
+        radial_log_spectrum(high, 16)[8:], radial_log_spectrum(high, 8, k_min=0.25)
+    )
