@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from geodl.atomic import atomic_path
+from geodl.data.open import consolidate_zarr
 from geodl.errors import DataError
 
 __all__ = ["MEMORY_BUDGET", "FieldWriter", "block_ranges", "block_size", "nan_moments"]
@@ -154,8 +155,10 @@ class FieldWriter:
                 nc[name][region] = values
 
     def close(self) -> Path:
-        """Move the written file into place."""
+        """Move the written file into place (a Zarr store with its consolidated metadata)."""
         if not self._closed:
+            if self.path.suffix == ".zarr":
+                consolidate_zarr(self._tmp)
             self._closed = True
             self._ctx.__exit__(None, None, None)
         return self.path

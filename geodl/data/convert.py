@@ -15,7 +15,7 @@ import xarray as xr
 
 from geodl.atomic import atomic_path
 from geodl.data.cluster import dask_client
-from geodl.data.open import find_axes, open_dataset
+from geodl.data.open import consolidate_zarr, find_axes, open_dataset
 from geodl.errors import ConfigError, DataError
 
 __all__ = ["convert", "parse_chunks"]
@@ -124,7 +124,8 @@ def convert(
     with dask_client(dask_workers, scheduler), atomic_path(dst) as tmp:
         try:
             if dst.suffix == ".zarr":
-                ds.to_zarr(tmp, mode="w", zarr_format=zarr_format, consolidated=zarr_format == 2)
+                ds.to_zarr(tmp, mode="w", zarr_format=zarr_format, consolidated=False)
+                consolidate_zarr(tmp)
             else:
                 ds.to_netcdf(tmp, encoding=encoding)
         except (OSError, RuntimeError) as exc:

@@ -18,7 +18,7 @@ import xarray as xr
 from geodl.errors import DataError
 from geodl.grid import Axes, find_axes
 
-__all__ = ["Axes", "describe", "find_axes", "open_dataset"]
+__all__ = ["Axes", "consolidate_zarr", "describe", "find_axes", "open_dataset"]
 
 
 def _expand(path: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -39,6 +39,20 @@ def _is_zarr(path: Path) -> bool:
     return path.is_dir() and any(
         (path / marker).exists() for marker in ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
     )
+
+
+def consolidate_zarr(path: str | Path) -> None:
+    """Write the consolidated metadata of the Zarr store ``path``: a reader gets every array's
+    metadata in one read, and ``xr.open_zarr`` opens it without a warning. Zarr 3 warns that
+    consolidated metadata is not yet part of the v3 specification; zarr-python and xarray read
+    it, so that one warning is silenced here, where it arises."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", Warning)
+        zarr.consolidate_metadata(str(path))
 
 
 def _consolidated(path: Path) -> bool:

@@ -25,6 +25,7 @@ import xarray as xr
 
 from geodl.atomic import atomic_path
 from geodl.data.normalize import Normalizer
+from geodl.data.open import consolidate_zarr
 from geodl.data.source import GriddedSource
 from geodl.errors import DataError
 
@@ -448,7 +449,7 @@ class StitchWriter:
         if not self._closed:
             self._flush(self._start + self._acc.shape[0])
             if self.path.suffix == ".zarr":  # one metadata read on open, no warning
-                _consolidate(self._tmp)
+                consolidate_zarr(self._tmp)
             self._closed = True
             self._ctx.__exit__(None, None, None)
         return self.path
@@ -464,7 +465,9 @@ class StitchWriter:
             self._ctx.__exit__(exc_type, exc, tb)
 
 
-def history(previous: str | None, action: str = "reconstruction stitched from patch predictions") -> str:
+def history(
+    previous: str | None, action: str = "reconstruction stitched from patch predictions"
+) -> str:
     """The CF ``history`` attribute: a dated line for this write after the input's history."""
     import importlib.metadata
     from datetime import UTC, datetime
@@ -473,16 +476,6 @@ def history(previous: str | None, action: str = "reconstruction stitched from pa
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{now}: geodl {version}, {action}"
     return f"{previous}\n{line}" if previous else line
-
-
-def _consolidate(path: Path) -> None:
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():  # zarr v3 warns that consolidation is not in its spec yet
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(path))
 
 
 def predict_to_file(

@@ -26,6 +26,7 @@ import xarray as xr
 
 from geodl import __version__
 from geodl.atomic import atomic_path
+from geodl.data.open import consolidate_zarr
 from geodl.data.trajectories import trajectory_dataset
 from geodl.errors import DataError, UserInputError
 from geodl.tasks.simulate_options import OBSERVE_CLI_OPTIONS, SIMULATE_CLI_OPTIONS, cli_options
@@ -261,6 +262,7 @@ def write_dataset(ds: xr.Dataset, out: str | Path) -> Path:
             ds.to_netcdf(tmp)
         else:
             ds.to_zarr(tmp, mode="w", consolidated=False)
+            consolidate_zarr(tmp)
     return out
 
 
