@@ -184,6 +184,25 @@ CASES = [
         },
         _grid(2, 1, 2, 8, 8, masked=False),
     ),
+    (
+        "spectrum_discriminator-a",
+        "spectrum_discriminator",
+        {"in_channels": 1, "n_times": 2, "n_bins": 4, "width": 8},
+        _grid(2, 2, 1, 8, 8, masked=False),
+    ),
+    (
+        "spectrum_discriminator-b",
+        "spectrum_discriminator",
+        {
+            "in_channels": 2,
+            "n_times": 1,
+            "n_bins": 3,
+            "width": 8,
+            "k_min": 0.1,
+            "spectral_norm": True,
+        },
+        _grid(2, 1, 2, 8, 16, masked=False),
+    ),
 ]
 
 

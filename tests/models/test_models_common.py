@@ -37,6 +37,8 @@ def _expected_shapes(name: str, args: tuple) -> dict[str, tuple]:
         return {"out": (x.shape[0], len(args[1]), *x.shape[1:])}
     if name == "discriminator":
         return {}
+    if name == "spectrum_discriminator":
+        return {"out": (x.shape[0],)}
     raise AssertionError(name)
 
 

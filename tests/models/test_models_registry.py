@@ -29,6 +29,7 @@ def test_registry_names():
         [
             "mlp", "unet", "autoencoder", "dincae", "fourdvarnet", "neural_ode",
             "bilinear_resnet", "cnn_emulator", "latent_ode", "discriminator",
+            "spectrum_discriminator",
         ]
     )  # fmt: skip
 
