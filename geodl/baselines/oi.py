@@ -38,6 +38,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -125,9 +126,10 @@ def _cov(a: Tensor, b: Tensor, p: OIParams, period: Period = (None, None)) -> Te
     d2 = None
     factors = []
     for k, (length, per) in enumerate(zip((p.lt, p.ly, p.lx), (None, *period), strict=True)):
-        d = a[..., :, None, k] - b[..., None, :, k]
+        # contiguous (..., N) and (..., M) coordinates: broadcasting strided slices was slower
+        d = a[..., k].contiguous()[..., :, None] - b[..., k].contiguous()[..., None, :]
         if per is None:
-            term = (d / length) ** 2
+            term = d.div_(length).pow_(2)  # in place: (d / length) ** 2, the same values
         else:
             term, is_factor = _periodic_gaussian(d, length, per)
             if is_factor:
@@ -150,6 +152,27 @@ def _check_grid(obs: Tensor, t: Tensor, y: Tensor, x: Tensor, what: str) -> None
             f"{what} coordinates (t={len(t)}, y={len(y)}, x={len(x)}) do not match observations "
             f"{tuple(obs.shape)}"
         )
+
+
+def _check_window(
+    window: tuple[slice, slice] | None, shape: tuple[int, int]
+) -> tuple[range, range]:
+    """The (y, x) index ranges of ``window`` (slices, step 1) within ``shape``; all by default."""
+    if window is None:
+        return range(shape[0]), range(shape[1])
+    if not isinstance(window, tuple | list) or len(window) != 2:
+        raise UserInputError(f"OI window must be a pair (ys, xs) of slices, got {window!r}")
+    out = []
+    for name, sl, n in zip("yx", window, shape, strict=True):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise UserInputError(f"OI window along {name} must be a slice of step 1, got {sl!r}")
+        r = range(n)[sl]
+        if len(r) == 0:
+            raise UserInputError(
+                f"OI window along {name} ({sl!r}) selects no grid point of the {n} there"
+            )
+        out.append(r)
+    return out[0], out[1]
 
 
 def _check_times(times: Tensor | None, n: int) -> list[int]:
@@ -221,6 +244,7 @@ def optimal_interpolation(
     period: Period = (None, None),
     return_std: bool = True,
     times: Tensor | None = None,
+    window: tuple[slice, slice] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """OI of gridded observations onto the same grid.
 
@@ -243,6 +267,10 @@ def optimal_interpolation(
         ``(mean, None)``: the cheap path for tuning.
     times : integer indices of the time steps to analyse (default all). Observations at every time
         still enter the systems; the output is NaN at the other times.
+    window : index ranges ``(ys, xs)`` of the grid points to analyse (default all), the tiles laid
+        from their starts; observations everywhere still enter the systems and the output is NaN
+        outside. A region analysed with the observations of a halo around it, tiles aligned with
+        the whole grid's, gives the whole grid's analysis there.
 
     Returns
     -------
@@ -263,6 +291,7 @@ def optimal_interpolation(
     (0.99, True, True)
     """
     _check_grid(obs, t, y, x, "OI")
+    ys, xs = _check_window(window, obs.shape[1:])
     dtype = torch.float64
     obs = obs.to(dtype)
     t, y, x = (c.to(dtype=dtype, device=obs.device) for c in (t, y, x))
@@ -285,54 +314,22 @@ def optimal_interpolation(
             blocks[-1] = (blocks[-1][0], i + 1)
         else:
             blocks.append((i, i + 1))
-    todo = [
-        (block, (b, min(b + ny, len(y))), (c, min(c + nx, len(x))))
-        for block in blocks
-        for b in range(0, len(y), ny)
-        for c in range(0, len(x), nx)
-    ]
     coords = (t, y, x)
     periods = (None, *period)
+    tiles = _select_tiles(
+        pts.cpu().numpy(),
+        [c.tolist() for c in coords],
+        scale.tolist(),
+        periods,
+        blocks,
+        (ys, xs),
+        tile,
+        cutoff=cutoff,
+        max_obs=max_obs,
+        min_tile=min_tile,
+    )
 
-    def near(box: tuple[tuple[int, int], ...]) -> tuple[Tensor, Tensor]:
-        """Observations within ``cutoff`` scales of the tile's box, and their scaled distance."""
-        lo = torch.stack([coords[k][box[k][0]] for k in range(3)])
-        hi = torch.stack([coords[k][box[k][1] - 1] for k in range(3)])
-        # distance to an interval = distance to its centre less its half width; on a periodic
-        # axis the offset to the centre is wrapped, which picks the nearest image of the point
-        offset = pts - (lo + hi) / 2  # (N, 3)
-        for k, per in enumerate(periods):
-            if per is not None:
-                offset[:, k] = _wrap(offset[:, k], per)
-        gap = (offset.abs() - (hi - lo) / 2).clamp_min(0) / scale  # 0 inside the box
-        sel = (gap <= cutoff).all(-1).nonzero().squeeze(-1)
-        return sel, gap[sel].norm(dim=-1)
-
-    # Too many observations for one system: keep those nearest the tile's box (every target keeps
-    # the data around it), and split the tile only while the observations within one correlation
-    # scale of it alone exceed max_obs.
-    tiles: list[tuple[tuple[tuple[int, int], ...], Tensor]] = []
-    while todo:
-        box = todo.pop()
-        sel, dist = near(box)
-        sizes = [box[k][1] - box[k][0] for k in range(3)]
-        if len(sel) > max_obs:
-            if int((dist <= 1.0).sum()) > max_obs and math.prod(sizes) > min_tile:
-                extent = [
-                    float((coords[k][box[k][1] - 1] - coords[k][box[k][0]]) / scale[k])
-                    if sizes[k] > 1
-                    else -1.0
-                    for k in range(3)
-                ]
-                k = max(range(3), key=lambda i: extent[i])
-                mid = box[k][0] + sizes[k] // 2
-                todo.append(tuple((box[i][0], mid) if i == k else box[i] for i in range(3)))
-                todo.append(tuple((mid, box[i][1]) if i == k else box[i] for i in range(3)))
-                continue
-            sel = sel[dist.argsort()[:max_obs]]
-        tiles.append((box, sel))
-
-    out_mean = torch.full_like(obs, math.nan)  # NaN at the times not analysed
+    out_mean = torch.full_like(obs, math.nan)  # NaN at the times and points not analysed
     out_var = torch.full_like(obs, math.nan) if return_std else None
     for group in _groups(tiles, batch_tiles):
         targets = [
@@ -346,14 +343,17 @@ def optimal_interpolation(
         m_max = max(len(g) for g in targets)
         # pad every tile's system to (n_max, m_max): padded observations have zero covariance with
         # everything, unit variance and a zero value, so they change nothing
-        obs_pts = pts.new_zeros((len(group), n_max, 3))
-        obs_val = pts.new_zeros((len(group), n_max))
-        valid = torch.zeros((len(group), n_max), dtype=torch.bool, device=pts.device)
+        index = np.zeros((len(group), n_max), dtype=np.int64)
+        valid_np = np.zeros((len(group), n_max), dtype=bool)
+        for i, sel in enumerate(selections):
+            index[i, : len(sel)] = sel
+            valid_np[i, : len(sel)] = True
+        index_t = torch.from_numpy(index).to(pts.device)
+        valid = torch.from_numpy(valid_np).to(pts.device)
+        obs_pts = torch.where(valid[:, :, None], pts[index_t], 0.0)  # (G, N, 3)
+        obs_val = torch.where(valid, vals[index_t], 0.0)  # (G, N)
         tgt = pts.new_zeros((len(group), m_max, 3))
-        for i, (sel, grid) in enumerate(zip(selections, targets, strict=True)):
-            obs_pts[i, : len(sel)] = pts[sel]
-            obs_val[i, : len(sel)] = vals[sel]
-            valid[i, : len(sel)] = True
+        for i, grid in enumerate(targets):
             tgt[i, : len(grid)] = grid
         pair = valid[:, :, None] & valid[:, None, :]
         boo = torch.where(pair, _cov(obs_pts, obs_pts, params, period), 0.0)
@@ -377,6 +377,109 @@ def optimal_interpolation(
                 out_var[region] = var_tile[i, :n].reshape(shape)
     std = out_var.clamp_min(0).sqrt() if out_var is not None else None
     return out_mean + background, std
+
+
+_Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def _select_tiles(
+    pts_np: np.ndarray,
+    values: list[list[float]],
+    scales: list[float],
+    periods: tuple[float | None, float | None, float | None],
+    blocks: list[tuple[int, int]],
+    window: tuple[range, range],
+    tile: tuple[int, int, int],
+    *,
+    cutoff: float,
+    max_obs: int,
+    min_tile: int,
+) -> list[tuple[_Box, np.ndarray]]:
+    """The tiles of :func:`optimal_interpolation` and the observations each solves with.
+
+    Why NumPy and Python floats: the selection runs for thousands of small tiles, where torch's
+    per-call overhead dominated; the elementwise IEEE operations are the same, and the norm and
+    the sort stay torch's (their round-off and tie order decide the selection).
+
+    ``pts_np`` (N, 3) holds the observations' (t, y, x), ``values`` the grid's coordinates (t, y,
+    x) as lists, ``scales`` the scales (lt, ly, lx), ``periods`` (None, Py, Px), ``blocks`` the
+    time blocks ``(start, stop)`` and ``window`` the (y, x) index ranges to tile. Returns
+    ``(box, sel)`` pairs: ``box`` ((t0, t1), (y0, y1), (x0, x1)) and ``sel`` the indices into
+    ``pts_np`` (at most ``max_obs``, the nearest first when some were dropped).
+    """
+    _, ny, nx = tile
+    ys, xs = window
+
+    def near(
+        box: tuple[tuple[int, int], ...], cand: np.ndarray, gap: np.ndarray, axes: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The observations among ``cand`` (ascending indices into ``pts_np``) within ``cutoff``
+        scales of the tile's box, and their scaled gaps to it (K, 3): those along ``axes`` are
+        computed, the others are ``gap``'s (the candidates' gaps to a box with the same extent
+        along them, which they lie within ``cutoff`` of)."""
+        keep = np.ones(len(cand), dtype=bool)
+        cols = {}
+        for k in axes:
+            lo, hi = values[k][box[k][0]], values[k][box[k][1] - 1]
+            # distance to an interval = distance to its centre less its half width; on a periodic
+            # axis the offset to the centre is wrapped, which picks the nearest image of the point
+            col = pts_np[cand, k] - (lo + hi) / 2
+            if periods[k] is not None:
+                col = _wrap(torch.from_numpy(col), periods[k]).numpy()
+            col = np.abs(col, out=col)
+            col -= (hi - lo) / 2
+            np.maximum(col, 0.0, out=col)
+            col /= scales[k]  # 0 inside the box
+            cols[k] = col
+            keep &= col <= cutoff
+        index = keep.nonzero()[0]
+        out = gap[index]
+        for k, col in cols.items():
+            out[:, k] = col[index]
+        return cand[index], out
+
+    # Why candidates: a tile's observations are among those within the cutoff in time of its time
+    # block, and a half tile's among its parent's (a sub-box is nowhere nearer, and only its gaps
+    # along the halved axis change); searching those, not every observation, makes the selection
+    # cost follow the tiles' neighbourhoods, not the grid (the same elementwise gaps, so the same
+    # selections in the same order).
+    todo = []
+    every, no_gap = np.arange(len(pts_np)), np.zeros((len(pts_np), 3))
+    for block in blocks:
+        cand, gap = near((block, (0, 1), (0, 1)), every, no_gap, (0,))
+        todo += [
+            ((block, (b, min(b + ny, ys.stop)), (c, min(c + nx, xs.stop))), cand, gap, (1, 2))
+            for b in range(ys.start, ys.stop, ny)
+            for c in range(xs.start, xs.stop, nx)
+        ]
+
+    # Too many observations for one system: keep those nearest the tile's box (every target keeps
+    # the data around it), and split the tile only while the observations within one correlation
+    # scale of it alone exceed max_obs.
+    tiles: list[tuple[_Box, np.ndarray]] = []
+    while todo:
+        box, cand, gap, axes = todo.pop()
+        sel, gap = near(box, cand, gap, axes)
+        sizes = [box[k][1] - box[k][0] for k in range(3)]
+        if len(sel) > max_obs:
+            dist = torch.linalg.vector_norm(torch.from_numpy(gap), dim=-1)
+            if int((dist <= 1.0).sum()) > max_obs and math.prod(sizes) > min_tile:
+                extent = [
+                    (values[k][box[k][1] - 1] - values[k][box[k][0]]) / scales[k]
+                    if sizes[k] > 1
+                    else -1.0
+                    for k in range(3)
+                ]
+                k = max(range(3), key=lambda i: extent[i])
+                mid = box[k][0] + sizes[k] // 2
+                for half in ((box[k][0], mid), (mid, box[k][1])):
+                    todo.append(
+                        (tuple(half if i == k else box[i] for i in range(3)), sel, gap, (k,))
+                    )
+                continue
+            sel = sel[dist.argsort()[:max_obs].numpy()]
+        tiles.append((box, sel))
+    return tiles
 
 
 #: Bytes of one (tiles, targets, observations) float64 array of a batched solve; the solve holds

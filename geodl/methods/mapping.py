@@ -1355,7 +1355,10 @@ def _stream_oi(
     tiles a side in space) is analysed from the observations within ``_OI_CUTOFF`` correlation
     scales of it (a halo rounded up to whole tiles), which are every observation any of its
     tiles can select: the analysis equals that of the whole grid (to the rounding of the batched
-    solves), and memory holds one region with its halo. A periodic domain is split in time only.
+    solves), and memory holds one region with its halo. Only the region's own tiles are solved
+    (``window``): the halo's observations enter its systems, the halo is not analysed (it was,
+    4x the solves of a 128-cell region with a 64-cell halo). A periodic domain is split in time
+    only.
     """
     from geodl.baselines import OIParams
     from geodl.data.blocks import FieldWriter
@@ -1443,6 +1446,7 @@ def _oi_region(
         mean=chosen["mean"],
         period=period,
         times=torch.arange(inner[0].start, inner[0].stop),
+        window=inner[1:],  # the halo's observations only enter the systems
     )
     s = s * scale
     return m[inner].numpy().astype(np.float32), s[inner].numpy().astype(np.float32)

@@ -11,6 +11,7 @@ from geodl.baselines import (
     optimal_interpolation_dense,
     tune_oi,
 )
+from geodl.baselines.oi import _select_tiles, _wrap
 from geodl.errors import UserInputError
 
 P = OIParams(lx=3.0, ly=4.0, lt=2.0, signal_std=1.5, noise_std=0.2)
@@ -200,6 +201,9 @@ def test_times_subset_and_mean_only_match_the_full_analysis():
         ({"times": torch.tensor([0.5])}, "integer time indices"),
         ({"times": torch.tensor([], dtype=torch.long)}, "times is empty"),
         ({"times": torch.tensor([0, 2])}, r"times must lie in 0..1"),
+        ({"window": (slice(0, 2),)}, r"window must be a pair \(ys, xs\)"),
+        ({"window": (slice(0, 3, 2), slice(None))}, "window along y must be a slice of step 1"),
+        ({"window": (slice(None), slice(3, 5))}, "window along x .* selects no grid point"),
     ],
 )
 def test_bad_period_and_times(kwargs, pattern):
@@ -208,6 +212,102 @@ def test_bad_period_and_times(kwargs, pattern):
         optimal_interpolation(
             obs, torch.arange(2.0), torch.arange(3.0), torch.arange(3.0), P, **kwargs
         )
+
+
+def _full_scan_tiles(pts, coords, scale, periods, blocks, tile, cutoff, max_obs, min_tile):
+    """The tile selection as it was before the candidate search (geodl 626d742): every tile
+    scans every observation, in torch."""
+    _, ny, nx = tile
+    todo = [
+        (block, (b, min(b + ny, len(coords[1]))), (c, min(c + nx, len(coords[2]))))
+        for block in blocks
+        for b in range(0, len(coords[1]), ny)
+        for c in range(0, len(coords[2]), nx)
+    ]
+
+    def near(box):
+        lo = torch.stack([coords[k][box[k][0]] for k in range(3)])
+        hi = torch.stack([coords[k][box[k][1] - 1] for k in range(3)])
+        offset = pts - (lo + hi) / 2
+        for k, per in enumerate(periods):
+            if per is not None:
+                offset[:, k] = _wrap(offset[:, k], per)
+        gap = (offset.abs() - (hi - lo) / 2).clamp_min(0) / scale
+        sel = (gap <= cutoff).all(-1).nonzero().squeeze(-1)
+        return sel, gap[sel].norm(dim=-1)
+
+    tiles = []
+    while todo:
+        box = todo.pop()
+        sel, dist = near(box)
+        sizes = [box[k][1] - box[k][0] for k in range(3)]
+        if len(sel) > max_obs:
+            if int((dist <= 1.0).sum()) > max_obs and math.prod(sizes) > min_tile:
+                extent = [
+                    float((coords[k][box[k][1] - 1] - coords[k][box[k][0]]) / scale[k])
+                    if sizes[k] > 1
+                    else -1.0
+                    for k in range(3)
+                ]
+                k = max(range(3), key=lambda i: extent[i])
+                mid = box[k][0] + sizes[k] // 2
+                todo.append(tuple((box[i][0], mid) if i == k else box[i] for i in range(3)))
+                todo.append(tuple((mid, box[i][1]) if i == k else box[i] for i in range(3)))
+                continue
+            sel = sel[dist.argsort()[:max_obs]]
+        tiles.append((box, sel))
+    return tiles
+
+
+@pytest.mark.parametrize("period", [(None, None), (24.0, 30.0)])
+def test_candidate_selection_equals_the_full_scan(period):
+    # small max_obs: tiles split several times and drop observations; the candidate search must
+    # give the same tiles, in the same order, with the same observations in the same order
+    obs, t, y, x, _ = _problem(seed=7, shape=(12, 24, 30), frac=0.2)
+    ok = torch.isfinite(obs)
+    it, iy, ix = ok.nonzero(as_tuple=True)
+    pts = torch.stack((t[it], y[iy], x[ix]), -1)
+    scale = pts.new_tensor([P.lt, P.ly, P.lx])
+    periods = (None, *period)
+    blocks = [(0, 5), (5, 10), (10, 12)]
+    kw = {"cutoff": 3.0, "max_obs": 60, "min_tile": 4}
+    ref = _full_scan_tiles(pts, (t, y, x), scale, periods, blocks, (5, 8, 8), **kw)
+    new = _select_tiles(
+        pts.numpy(),
+        [c.tolist() for c in (t, y, x)],
+        scale.tolist(),
+        periods,
+        blocks,
+        (range(24), range(30)),
+        (5, 8, 8),
+        **kw,
+    )
+    assert len(ref) > 3 * len(blocks) * 3 * 4  # tiles were split
+    assert any(len(sel) == kw["max_obs"] for _, sel in ref)  # and observations dropped
+    assert [box for box, _ in new] == [box for box, _ in ref]
+    for (_, a), (_, b) in zip(new, ref, strict=True):
+        assert a.tolist() == b.tolist()
+
+
+def test_window_with_a_halo_equals_the_whole_grid():
+    obs, t, y, x, _ = _problem(seed=8, shape=(10, 32, 36), frac=0.2)
+    kw = {"tile": (5, 4, 4), "max_obs": 40, "min_tile": 4, "mean": 0.1}
+    full, full_std = optimal_interpolation(obs, t, y, x, P, **kw)
+    # the window alone: the same analysis there, NaN elsewhere
+    win = (slice(8, 20), slice(12, 22))
+    m, s = optimal_interpolation(obs, t, y, x, P, window=win, **kw)
+    torch.testing.assert_close(m[:, win[0], win[1]], full[:, win[0], win[1]], rtol=0, atol=1e-12)
+    torch.testing.assert_close(s[:, win[0], win[1]], full_std[:, win[0], win[1]])
+    outside = torch.ones_like(obs, dtype=torch.bool)
+    outside[:, win[0], win[1]] = False
+    assert m[outside].isnan().all() and s[outside].isnan().all()
+    # a region with a halo of whole tiles beyond the cutoff (3 scales: 12 cells in y, 9 in x)
+    crop = (slice(None), slice(4, 32), slice(0, 36))  # y: 16 - 12 = 4, a whole tile
+    region = (slice(16 - 4, 20 - 4), slice(12, 16))
+    m, s = optimal_interpolation(obs[crop], t, y[crop[1]], x[crop[2]], P, window=region, **kw)
+    inner = (slice(None), slice(16, 20), slice(12, 16))
+    torch.testing.assert_close(m[:, region[0], region[1]], full[inner], rtol=0, atol=1e-12)
+    torch.testing.assert_close(s[:, region[0], region[1]], full_std[inner])
 
 
 # --- scale estimation and tuning -----------------------------------------------------------------
