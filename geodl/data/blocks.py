@@ -68,27 +68,37 @@ def nan_moments(blocks: Iterable[np.ndarray]) -> tuple[int, float, float]:
     >>> one[0], two[0], round(one[1], 6) == round(two[1], 6), round(one[2], 6) == round(two[2], 6)
     (3, 3, True, True)
     """
-    parts = []
-    for block in blocks:
-        block = np.asarray(block)
-        n = int(np.isfinite(block).sum())
-        if n:
-            parts.append((n, block))
-    if not parts:
-        return 0, math.nan, math.nan
-    if len(parts) == 1:
-        n, block = parts[0]
-        return n, float(np.nanmean(block)), float(np.nanstd(block))
+    # streamed: one block at a time is held (the first until a second one shows there are
+    # several), so the memory is a block's whatever the number of blocks
     count, mean, m2 = 0, 0.0, 0.0
-    for n, block in parts:
+    first: np.ndarray | None = None
+
+    def fold(block: np.ndarray) -> None:
+        nonlocal count, mean, m2
         v = block[np.isfinite(block)].astype(np.float64)
-        b_mean = float(v.mean())
+        n, b_mean = v.size, float(v.mean())
         b_m2 = float(((v - b_mean) ** 2).sum())
         delta = b_mean - mean
         total = count + n
         mean += delta * n / total
         m2 += b_m2 + delta**2 * count * n / total
         count = total
+
+    for block in blocks:
+        block = np.asarray(block)
+        if not np.isfinite(block).any():
+            continue
+        if first is None and count == 0:
+            first = block
+            continue
+        if first is not None:
+            fold(first)
+            first = None
+        fold(block)
+    if first is not None:  # a single block: the in-memory result, bit for bit
+        return int(np.isfinite(first).sum()), float(np.nanmean(first)), float(np.nanstd(first))
+    if count == 0:
+        return 0, math.nan, math.nan
     return count, mean, math.sqrt(m2 / count)
 
 
