@@ -134,7 +134,7 @@ def test_run_on_a_local_dask_cluster_gives_the_in_process_outputs(tmp_path):
     assert main(["run", "configs/ssh_mapping_quick.yaml", "--dask-workers", "0"]) == 2
 
 
-def test_a_file_without_coordinates_maps_with_data_grid_spacing_km(tmp_path):
+def test_a_file_without_coordinates_maps_with_data_grid_spacing_km(tmp_path, monkeypatch):
     """``data.grid_spacing_km`` gives a file without coordinate values y/x axes in km from 0:
     prepare records the cell size, and OI is fitted, written on those axes and scored."""
     path = tmp_path / "nocoords.nc"
@@ -152,9 +152,18 @@ def test_a_file_without_coordinates_maps_with_data_grid_spacing_km(tmp_path):
         "report: {days: [0]}\n"
     )
     out = tmp_path / "run"
+    from geodl.tasks import mapping_report
+
+    extents = []
+    real = mapping_report._extent
+    monkeypatch.setattr(
+        mapping_report, "_extent", lambda *a: extents.append(real(*a)) or extents[-1]
+    )
     assert main(["run", str(config), "--out", str(out)]) == 0
     grid = json.loads((out / "prepare.json").read_text())["grid"]
     assert grid == {"kind": "projected", "dy_km": 5.0, "dx_km": 10.0}
+    # the report's maps are drawn on those km axes, not on cell indices
+    assert extents == [([-5.0, 155.0, -2.5, 57.5], "lat [km]", "lon [km]")], extents
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["methods"]["oi"]["rmse"])
     with xr.open_dataset(out / "predictions" / "oi.nc") as pred:
         np.testing.assert_array_equal(pred.lat.values, 5.0 * np.arange(12))

@@ -96,7 +96,9 @@ def _maps(ctx: StageContext, prep: dict[str, Any], out: Any) -> list[tuple[str, 
         )
         for m in cfg.methods
     }
-    ext, ylab, xlab = _extent(truth, y_dim, x_dim)
+    # the axes of obs.nc, which prepare wrote with the grid's coordinates: a truth file may
+    # have none (data.grid_spacing_km)
+    ext, ylab, xlab = _extent(obs, y_dim, x_dim)
     for day in cfg.report.days:
         if day >= truth.sizes[t_dim]:
             ctx.log.warning(
