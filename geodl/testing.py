@@ -288,4 +288,7 @@ def write_large_field(
             xr.Dataset({"ssh": (("time", "y", "x"), block)}).to_zarr(
                 path, region={**region, "x": slice(0, nx)}, consolidated=False
             )
+    from geodl.data.open import consolidate_zarr
+
+    consolidate_zarr(path)  # opened without a warning, as every store geodl writes
     return path

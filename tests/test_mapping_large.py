@@ -151,3 +151,51 @@ def test_nan_moments_holds_one_block_at_a_time():
     assert n == np.isfinite(whole).sum()
     assert mean == pytest.approx(float(np.nanmean(whole.astype(np.float64))), rel=1e-12)
     assert std == pytest.approx(float(np.nanstd(whole.astype(np.float64))), rel=1e-12)
+
+
+@pytest.mark.parametrize("window", [32, 64])
+def test_oi_is_tuned_on_the_central_window_of_a_larger_grid(tmp_path, monkeypatch, window):
+    """``oi.tune.window`` smaller than the grid: the search and the std calibration read only
+    the central window of the validation period (its values, not the whole grid's); a window
+    as large as the grid tunes on all of it, as before."""
+    import geodl.baselines as baselines
+
+    field = write_large_field(tmp_path / "f.zarr", 60, 64, 64, chunks={"time": 7, "y": 16, "x": 16})
+    seen = []
+    original = baselines.tune_oi
+
+    def spy(obs, truth, *args, **kwargs):
+        seen.append((obs.clone(), truth.clone(), kwargs["period"]))
+        return original(obs, truth, *args, **kwargs)
+
+    monkeypatch.setattr(baselines, "tune_oi", spy)
+    out = tmp_path / "run"
+    sets = [
+        f"data.path={field}",
+        "experiment.name=large",
+        *[s for s in SETTINGS if not s.startswith("oi=")],
+        "methods=[oi]",
+        "oi={max_obs: 100, tile_time: 3, tile_space: 8, tune: {window: %d, lx_factors: [0.5, 1, 2],"
+        " lt_factors: [0.5, 1, 2], expand: 0, every_days: 3}}" % window,
+    ]
+    flags = [x for s in sets for x in ("--set", s)]
+    for stage in ("prepare", "train_oi"):
+        assert (
+            main(["stage", stage, "configs/ssh_mapping_quick.yaml", "--out", str(out), *flags]) == 0
+        )
+    ((obs, truth, period),) = seen
+    a, b = json.loads((out / "prepare.json").read_text())["splits"]["val"]
+    ys = slice(16, 48) if window == 32 else slice(None)
+    with xr.open_dataset(out / "obs.nc") as ds:
+        want = ds["ssh_obs"].transpose("time", "y", "x").values[a:b, ys, ys]
+    np.testing.assert_array_equal(obs.numpy(), want.astype(np.float64))
+    with xr.open_zarr(field) as ds:
+        want = ds["ssh"].transpose("time", "y", "x").values[a:b, ys, ys]
+    np.testing.assert_array_equal(truth.numpy(), want.astype(np.float64))
+    assert period == (None, None)
+    tuned = json.loads((out / "models" / "oi.json").read_text())
+    if window == 32:
+        assert tuned["tuning_window"] == {"y": [16, 48], "x": [16, 48]}
+    else:
+        assert "tuning_window" not in tuned
+    assert tuned["params"]["std_scale"] > 0

@@ -274,7 +274,9 @@ class OITuneSection(Section):
     Candidate scales are factors of the centre scales (``oi.lx_km`` / ``oi.lt_days`` if given,
     else the correlation scales that ``prepare`` estimates from the training observations); a grid
     whose best point lies on its edge is extended beyond it (``expand`` times at most), so that the
-    optimum lies inside the searched grid.
+    optimum lies inside the searched grid. A grid larger than ``window`` cells a side is tuned on
+    its central ``window`` x ``window`` cells (read alone from the files: the search's memory and
+    time do not grow with the grid), as ``prepare`` estimates the scales there.
     """
 
     enabled: bool = True
@@ -286,6 +288,11 @@ class OITuneSection(Section):
         default_factory=lambda: [1.0], min_length=1, description="of the noise std (if unknown)"
     )
     every_days: int = Field(3, gt=0, description="score every n-th validation day")
+    window: int = Field(
+        256,
+        gt=0,
+        description="cells a side of the central window of a larger grid that is tuned on",
+    )
     expand: int = Field(3, ge=0, description="extensions of a grid whose best point is its edge")
     tile_space: int = Field(16, gt=0, description="search tiles (never split: a fast search)")
 
@@ -475,16 +482,25 @@ class MappingData:
         """Signal std: the observations' spread minus the noise variance."""
         return math.sqrt(max(self.obs_std**2 - self.noise_std**2, 1e-12))
 
-    def obs(self, split: tuple[int, int]) -> xr.DataArray:
-        """Observations ``(time, y, x)`` over ``split`` (NaN where unobserved)."""
-        t_dim = self.source.dims[0]
-        da = self.source.variable(self.source.obs[0], dask=False)
-        return da.isel({t_dim: slice(*split)}).transpose(*self.source.dims).load()
+    def obs(
+        self, split: tuple[int, int], window: tuple[slice, slice] | None = None
+    ) -> xr.DataArray:
+        """Observations ``(time, y, x)`` over ``split`` (NaN where unobserved), only the
+        ``window`` ``(y, x)`` slices of the grid read when given."""
+        return self._read(self.source.obs[0], split, window)
 
-    def truth(self, split: tuple[int, int]) -> xr.DataArray:
-        t_dim = self.source.dims[0]
-        da = self.source.variable(self.variable, dask=False)
-        return da.isel({t_dim: slice(*split)}).transpose(*self.source.dims).load()
+    def truth(
+        self, split: tuple[int, int], window: tuple[slice, slice] | None = None
+    ) -> xr.DataArray:
+        return self._read(self.variable, split, window)
+
+    def _read(
+        self, name: str, split: tuple[int, int], window: tuple[slice, slice] | None
+    ) -> xr.DataArray:
+        t_dim, y_dim, x_dim = self.source.dims
+        ys, xs = window or (slice(None), slice(None))
+        da = self.source.variable(name, dask=False).transpose(*self.source.dims)
+        return da.isel({t_dim: slice(*split), y_dim: ys, x_dim: xs}).load()
 
     @classmethod
     def from_prepare(
@@ -629,6 +645,15 @@ def split_labels(
 SCALES_WINDOW = 256
 
 
+def central_window(shape: tuple[int, int], size: int) -> tuple[slice, slice] | None:
+    """The ``(y, x)`` slices of the central ``size`` x ``size`` cells of a grid of ``shape``;
+    ``None`` where the grid is not larger than that along either axis."""
+    if max(shape) <= size:
+        return None
+    ys, xs = (slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + size) for n in shape)
+    return ys, xs
+
+
 def _obs_values(obs: Any, t: slice, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
     """``obs[t, ys, xs]`` of an array or a (lazy) DataArray ``(time, y, x)``, as NumPy."""
     if isinstance(obs, xr.DataArray):
@@ -712,11 +737,9 @@ def summarise_inputs(
             f"obs.noise_std {noise_std:g} exceeds the std of the signal it observes "
             f"(observations' std {obs_std:.3g}): the observations are mostly noise"
         )
-    ys, xs = (
-        slice(max(0, (n - SCALES_WINDOW) // 2), max(0, (n - SCALES_WINDOW) // 2) + SCALES_WINDOW)
-        for n in (ny, nx)
-    )
-    part = ny > SCALES_WINDOW or nx > SCALES_WINDOW
+    window = central_window((ny, nx), SCALES_WINDOW)
+    part = window is not None
+    ys, xs = window or (slice(0, ny), slice(0, nx))
     tr = slice(train.start, train.stop)
     train_da = truth.isel({t_dim: tr, y_dim: ys, x_dim: xs})
     train_obs = _obs_values(obs, tr, ys, xs)
@@ -1223,10 +1246,18 @@ def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> 
     signal, noise = section.signal_std or data.signal_std, _oi_noise(section, data)
     summary: dict[str, Any] = {"estimated": scales, "periodic": periodic}
     if section.tune.enabled:
-        val = data.obs(data.splits["val"])
-        truth = data.truth(data.splits["val"])
-        t, y, x = _coords(val)
         tn = section.tune
+        # a larger grid is tuned on its central window: read alone, never periodic
+        window = central_window((data.source.shape["y"], data.source.shape["x"]), tn.window)
+        val = data.obs(data.splits["val"], window)
+        truth = data.truth(data.splits["val"], window)
+        t, y, x = _coords(val)
+        if window is not None:
+            periodic_tune = False
+            ys, xs = window
+            summary["tuning_window"] = {"y": [ys.start, ys.stop], "x": [xs.start, xs.stop]}
+        else:
+            periodic_tune = periodic
         result = tune_oi(
             torch.from_numpy(val.values.astype(np.float64)),
             torch.from_numpy(truth.values.astype(np.float64)),
@@ -1239,7 +1270,7 @@ def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> 
             lt=[lt * f for f in tn.lt_factors],
             noise_factors=tn.noise_factors,
             times=torch.arange(0, len(t), tn.every_days),
-            period=_period(y, x, periodic),
+            period=_period(y, x, periodic_tune),
             mean=data.obs_mean,
             tile=(1, tn.tile_space, tn.tile_space),
             max_obs=section.max_obs,
@@ -1259,7 +1290,7 @@ def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> 
             tile=(1, section.tile_space, section.tile_space),
             max_obs=section.max_obs,
             mean=data.obs_mean,
-            period=_period(y, x, periodic),
+            period=_period(y, x, periodic_tune),
             times=torch.arange(0, len(t), tn.every_days),
         )
         z = ((m - torch.from_numpy(truth.values.astype(np.float64))) / s).abs()
