@@ -175,8 +175,9 @@ def test_oi_is_tuned_on_the_central_window_of_a_larger_grid(tmp_path, monkeypatc
         "experiment.name=large",
         *[s for s in SETTINGS if not s.startswith("oi=")],
         "methods=[oi]",
-        "oi={max_obs: 100, tile_time: 3, tile_space: 8, tune: {window: %d, lx_factors: [0.5, 1, 2],"
-        " lt_factors: [0.5, 1, 2], expand: 0, every_days: 3}}" % window,
+        "oi={max_obs: 100, tile_time: 3, tile_space: 8, tune: {"
+        f"window: {window}, lx_factors: [0.5, 1, 2], lt_factors: [0.5, 1, 2], expand: 0, "
+        "every_days: 3}}",
     ]
     flags = [x for s in sets for x in ("--set", s)]
     for stage in ("prepare", "train_oi"):
