@@ -23,6 +23,7 @@ from torch import Tensor
 
 from geodl.errors import UserInputError
 from geodl.integrate import rk4_step
+from geodl.ranks import batch_total
 
 __all__ = [
     "LOSSES",
@@ -71,7 +72,7 @@ def _select(
     w = keep.to(diff.dtype)
     if weights is not None:
         w = w * _broadcast(weights, diff, "weights", where).to(diff.dtype)
-    total = w.sum()
+    total = batch_total(w.sum())  # the whole batch's count when DDP ranks split it
     if not total > 0:
         raise UserInputError(
             f"{where}: the mask (times weights) selects no entries, so the loss is undefined; "

@@ -37,6 +37,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from geodl import ranks
 from geodl.config import Section
 from geodl.errors import ConfigError, DataError, UserInputError
 from geodl.integrate import rollout, trajectory_windows
@@ -516,7 +517,7 @@ def train_emulator(
         if noise and net.training:
             # Why: a rollout feeds the map its own imperfect states; noisy starts teach it to
             # pull such states back rather than amplify them (long-rollout stability).
-            x = torch.cat((x[:, :1] + noise * torch.randn_like(x[:, :1]), x[:, 1:]), 1)
+            x = torch.cat((x[:, :1] + noise * ranks.randn_like(x[:, :1]), x[:, 1:]), 1)
         return x
 
     def loss_fn(net: nn.Module, batch: Any) -> dict[str, torch.Tensor]:

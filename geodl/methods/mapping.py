@@ -41,6 +41,7 @@ import torch
 import xarray as xr
 from pydantic import Field, field_validator, model_validator
 
+from geodl import ranks
 from geodl.atomic import atomic_path
 from geodl.config import Section
 from geodl.data import GriddedSource, Normalizer, PatchDataset, collate, predict_to_file, stitch
@@ -1562,11 +1563,12 @@ def mapping_loss(
         if (
             model.training
             and mask_swap > 0
-            and batch.batch_size > 1
+            and ranks.batch_size(batch.batch_size) > 1
             and (torch.rand(()) < mask_swap)
         ):
-            mask = torch.roll(batch.obs_mask, 1, 0) & batch.target_mask
-            noisy = batch.target + noise_std * torch.randn_like(batch.target)
+            # the whole batch's roll and noise when DDP ranks split it (geodl.ranks)
+            mask = ranks.roll_batch(batch.obs_mask) & batch.target_mask
+            noisy = batch.target + noise_std * ranks.randn_like(batch.target)
             obs = torch.where(mask, noisy, torch.zeros_like(noisy))
         out = _apply(model, obs, mask, build_aux(batch, land_channel=land_channel))
         tm = batch.target_mask

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from geodl.errors import UserInputError
 from geodl.models.blocks import ConvBlock, PaddedConv, check_padding
 from geodl.models.checks import check_grid, check_positive
+from geodl.ranks import randn_like
 
 __all__ = ["AutoencoderOutput", "ConvAutoencoder"]
 
@@ -116,11 +117,11 @@ class ConvAutoencoder(nn.Module):
                 "or torch.nan_to_num) since an autoencoder has no mask input"
             )
         if self.kind == "denoising" and self.training:
-            x = x + self.noise_std * torch.randn_like(x)
+            x = x + self.noise_std * randn_like(x)
         z = self.encode(x)
         if self.kind != "variational":
             return AutoencoderOutput(self.decode(z), z)
         mean, log_var = z.chunk(2, dim=1)
         log_var = log_var.clamp(-10.0, 10.0)
-        latent = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean) if self.training else mean
+        latent = mean + torch.exp(0.5 * log_var) * randn_like(mean) if self.training else mean
         return AutoencoderOutput(self.decode(latent), latent, mean, log_var)

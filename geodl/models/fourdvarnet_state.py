@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from geodl.errors import UserInputError
 from geodl.integrate import rk4_step
 from geodl.models.bilinear import BilinearResNet
+from geodl.ranks import batch_mean
 
 __all__ = ["LocalBilinearStep", "StateFourDVarNet"]
 
@@ -208,8 +209,9 @@ class StateFourDVarNet(nn.Module):
 
     def prior_loss(self, x: Tensor) -> Tensor:
         """Training loss of the prior on true trajectories ``x`` ``(B, T, D)``: the one-step error
-        relative to the mean squared increment (1 for persistence, 0 for a perfect model)."""
-        increments = (x[:, 1:] - x[:, :-1]).pow(2).mean()
+        relative to the mean squared increment (1 for persistence, 0 for a perfect model). The
+        increment is the whole batch's when DDP ranks split it (:func:`geodl.ranks.batch_mean`)."""
+        increments = batch_mean((x[:, 1:] - x[:, :-1]).pow(2))
         return self.prior_residual(x).pow(2).mean() / increments.clamp(min=1e-12)
 
     def cost(self, x: Tensor, obs: Tensor, mask: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from geodl import ranks
 from geodl.errors import UserInputError
 from geodl.training.spec import TrainSection
 
@@ -86,8 +87,16 @@ class TaskModule(pl.LightningModule):
             return int(batch[0].shape[0])
         return 1
 
+    def _split(self) -> Any:
+        """The batch is this rank's slice of the whole batch (geodl.ranks) under DDP."""
+        trainer = self._trainer  # None for a module stepped by hand, outside a Trainer
+        if trainer is None:
+            return ranks.split_batch(0, 1)
+        return ranks.split_batch(trainer.global_rank, trainer.world_size)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        terms = self.loss_fn(self.model, batch)
+        with self._split():
+            terms = self.loss_fn(self.model, batch)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             where = self.describe_batch(batch)
@@ -100,7 +109,8 @@ class TaskModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        terms = self.loss_fn(self.model, batch)
+        with self._split():
+            terms = self.loss_fn(self.model, batch)
         self._log_terms("val", terms, self._batch_size(batch))
 
     def configure_optimizers(self) -> Any:

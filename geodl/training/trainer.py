@@ -9,6 +9,7 @@ matches, per-epoch deterministic shuffling that survives a resume, and equal bat
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -174,6 +175,48 @@ def build_trainer(
     )
 
 
+class BatchSliceSampler(DistributedSampler):
+    """``DistributedSampler``'s order (by seed and epoch, padded to equal shares), dealt to the
+    ranks by batches: rank ``r`` gets rows ``r*b .. (r+1)*b`` of every batch of ``world * b``
+    (``b`` = ``batch_size``, the per-rank batch), where ``DistributedSampler`` deals one sample
+    at a time. With one rank the order is ``DistributedSampler``'s; with several, each rank's
+    batch is a contiguous slice of the one-process batch of ``world * b``, which is what
+    :mod:`geodl.ranks` needs to draw noise and roll masks as that batch would.
+
+    Examples
+    --------
+    >>> data = list(range(10))
+    >>> [list(BatchSliceSampler(data, batch_size=2, num_replicas=2, rank=r, shuffle=False))
+    ...  for r in (0, 1)]
+    [[0, 1, 4, 5, 8], [2, 3, 6, 7, 9]]
+    """
+
+    def __init__(self, data: Dataset, *, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(data, **kwargs)
+        self.batch_size = int(batch_size)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            gen = torch.Generator()
+            gen.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=gen).tolist()
+        else:
+            order = list(range(n))
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:  # padded with the first samples, as DistributedSampler pads
+            pad = self.total_size - n
+            order += (order * math.ceil(pad / n))[:pad] if pad > 0 else []
+        whole = self.num_replicas * self.batch_size
+        mine: list[int] = []
+        for start in range(0, self.total_size, whole):
+            chunk = order[start : start + whole]
+            share = len(chunk) // self.num_replicas
+            mine += chunk[self.rank * share : (self.rank + 1) * share]
+        return iter(mine)
+
+
 def _loader(
     data: Dataset,
     spec: TrainSection,
@@ -183,10 +226,11 @@ def _loader(
     batch_size: int,
     collate_fn: Callable[[list[Any]], Any] | None,
 ) -> DataLoader:
-    # A DistributedSampler even on one process: its order depends only on (seed, epoch), so a resumed
-    # run sees the same batches as an uninterrupted one, and every rank gets the same count.
-    sampler = DistributedSampler(
+    # A distributed sampler even on one process: its order depends only on (seed, epoch), so a
+    # resumed run sees the same batches as an uninterrupted one, and every rank gets the same count.
+    sampler = BatchSliceSampler(
         data,
+        batch_size=batch_size,
         num_replicas=trainer.world_size,
         rank=trainer.global_rank,
         shuffle=shuffle,
