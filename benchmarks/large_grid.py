@@ -6,7 +6,9 @@ as a user would: ``data.path`` = the store, 4 nadir altimeters, methods ``oi`` a
 ``unet`` (a few training steps). OI is tuned on the validation period (on its central 256 x 256
 cells, ``oi.tune.window``) with the noise searched too (``noise_factors`` 1, 3, 10, 30 of the
 1 cm instrument noise: the field's 0.1 white noise is below any grid's resolution, an error OI
-must count as noise); ``--oi-untuned`` gives the earlier setting (prepare's scales, no search).
+must count as noise); ``--oi-untuned`` gives the earlier setting (prepare's scales, no search),
+``--oi-scales LX LT`` the same scales at every size (km, days; no search), which measures how
+OI's cost grows with the grid alone.
 Every stage runs as its own ``geodl stage NAME CONFIG --out DIR`` subprocess under
 ``/usr/bin/time -v``, which gives the stage's peak RSS ("Maximum resident set size"), wall time
 and CPU time (user + system: steadier than the wall time on shared cores). Prints one table per
@@ -97,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=["oi", "unet"], choices=["oi", "unet"])
     ap.add_argument("--stages", nargs="+", default=None, help="default: every stage of the run")
     ap.add_argument("--oi-untuned", action="store_true", help="OI with prepare's scales, no search")
+    ap.add_argument(
+        "--oi-scales",
+        type=float,
+        nargs=2,
+        metavar=("LX_KM", "LT_DAYS"),
+        default=None,
+        help="OI with these scales at every size, no search",
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per stage")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -109,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         runs.mkdir(parents=True, exist_ok=True)
         config = runs / f"large_grid_{n}.yaml"
         methods = ", ".join(args.methods)
-        tune = "{enabled: false}" if args.oi_untuned else "{noise_factors: [1, 3, 10, 30]}"
+        tune = "{noise_factors: [1, 3, 10, 30]}"
+        if args.oi_untuned or args.oi_scales:
+            tune = "{enabled: false}"
+        if args.oi_scales:
+            tune += ", lx_km: {}, lt_days: {}".format(*args.oi_scales)
         text = CONFIG.format(
             n=n, path=path.resolve(), methods=methods, oi_tune=tune, **_splits(args.nt)
         )
