@@ -70,9 +70,10 @@ def batch_mean(x: Tensor) -> Tensor:
     split = _SPLIT.get()
     if split is None:
         return x.mean()
-    parts = torch.stack((x.detach().sum(), torch.tensor(float(x.numel()), dtype=x.dtype)))
+    count = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
+    parts = torch.stack((x.detach().sum().double(), count))  # on x's device, as NCCL needs
     torch.distributed.all_reduce(parts)
-    return parts[0] / parts[1]
+    return (parts[0] / parts[1]).to(x.dtype)
 
 
 def randn_like(x: Tensor) -> Tensor:
