@@ -80,7 +80,8 @@ def _run_stage(name: str, config: Path, out: Path, log: Path, timeout: float) ->
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"stage": name, "rc": None, "wall_s": time.perf_counter() - t0, "peak_mb": None}
+        wall = time.perf_counter() - t0
+        return {"stage": name, "rc": None, "wall_s": wall, "cpu_s": None, "peak_mb": None}
     wall = time.perf_counter() - t0
     log.write_text(proc.stdout + proc.stderr)
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
