@@ -82,6 +82,35 @@ def test_observe_blocks_equal_observe(kind, grid):
         np.testing.assert_array_equal(got, full)
 
 
+@pytest.mark.parametrize("steps", [1, 4, 7, 12])
+def test_observe_blocks_reads_the_truth_by_whole_time_chunks(monkeypatch, steps):
+    """A Dask-backed truth is read by spans of whole storage chunks in time and bands of rows
+    (one step of a 5-step chunk would decode all 5), and the observations are the same bit for
+    bit."""
+    da = make_field(nt=23, ny=30, nx=40)["ssh"]
+    section = ObsSection(kind="nadir", noise_std=0.05, seed=3, repeat_days=3.0)
+    full = observe(da, section, 0.05)
+    t, y, x = da.dims
+    lazy = da.chunk({t: 5, y: 10, x: 40})
+    monkeypatch.setattr(blocks, "MEMORY_BUDGET", 2 * 4 * 40 * 5 * 10)  # bands of 10 rows
+    reads = []
+    isel = xr.DataArray.isel
+
+    def spy(self, indexers=None, **kw):
+        sel = {**(indexers or {}), **kw}
+        if self.chunks is not None and t in sel:
+            reads.append((sel[t], sel.get(y)))
+        return isel(self, indexers, **kw)
+
+    monkeypatch.setattr(xr.DataArray, "isel", spy)
+    got = np.concatenate([v for _, _, v in observe_blocks(lazy, section, 0.05, steps=steps)])
+    np.testing.assert_array_equal(got, full)
+    span = 5 * max(1, steps // 5)
+    assert reads and all(t.start % 5 == 0 for t, _ in reads)
+    assert all(t.stop - t.start == min(span, 23 - t.start) for t, _ in reads)
+    assert {(y.start, y.stop) for _, y in reads} == {(0, 10), (10, 20), (20, 30)}
+
+
 def test_nan_moments_merge_blocks():
     rng = np.random.default_rng(0)
     a = rng.normal(3.0, 2.0, (10, 5, 5)).astype(np.float32)

@@ -174,26 +174,60 @@ def observe_blocks(
     if section.kind not in ("nadir", "swath") or steps >= n:
         yield 0, n, observe(truth, section, noise_std, seed)
         return
-    from geodl.obs import Grid
+    from geodl.data.blocks import MEMORY_BUDGET
 
     options = {k: getattr(section, k) for k in KIND_OPTIONS[section.kind]}
     rng = np.random.default_rng(section.seed if seed is None else seed)
-    t_dim = truth.dims[0]
+    t_dim, y_dim = truth.dims[:2]
     whole = obs_grid(truth)  # days from the first step of the whole axis, not of a block
-    for t0 in range(0, n, steps):
-        t1 = min(n, t0 + steps)
+    ny, nx = truth.shape[1:]
+    # The truth is read by spans of whole storage chunks in time (one step of a 30-step chunk
+    # would decode all 30: a 30x read of a large grid) and bands of rows, keeping only the
+    # observed cells (a few percent); the observations are then given back by blocks of steps.
+    chunks = truth.chunks  # None unless Dask-backed (a lazy backend array is not read here)
+    span = int(chunks[0][0]) * max(1, steps // int(chunks[0][0])) if chunks else steps
+    rows = int(chunks[1][0]) if chunks else ny
+    size = truth.dtype.itemsize
+    band = max(rows, (MEMORY_BUDGET // 2) // max(1, size * nx * span) // rows * rows)
+    for c0 in range(0, n, span):
+        c1 = min(n, c0 + span)
+        cells = [np.flatnonzero(m) for m in _looks(whole, section.kind, options, c0, c1, steps)]
+        values = [np.empty(len(i), truth.dtype) for i in cells]  # rounded once, as observe
+        for y0 in range(0, ny, band):
+            y1 = min(ny, y0 + band)
+            part = np.asarray(truth.isel({t_dim: slice(c0, c1), y_dim: slice(y0, y1)}).values)
+            for k, i in enumerate(cells):
+                lo, hi = np.searchsorted(i, (y0 * nx, y1 * nx))
+                values[k][lo:hi] = part[k].ravel()[i[lo:hi] - y0 * nx]
+            del part
+        for t0 in range(c0, c1, steps):
+            t1 = min(c1, t0 + steps)
+            out = np.full((t1 - t0, ny, nx), np.nan, dtype=np.float32)
+            for k in range(t0 - c0, t1 - c0):  # the noise in observe's order: time, y, x
+                noise = rng.standard_normal(len(cells[k]))
+                out[k - (t0 - c0)].ravel()[cells[k]] = values[k] + noise_std * noise
+            yield t0, t1, out  # NaN where unobserved, and where the truth is NaN (land)
+
+
+def _looks(
+    whole: Any, kind: str, options: dict[str, Any], c0: int, c1: int, steps: int
+) -> Iterator[np.ndarray]:
+    """Where the instrument looks at each step ``c0 .. c1 - 1`` (boolean ``(y, x)`` per step),
+    found by blocks of ``steps`` widened by one step on each side (so that a pass halfway
+    between two steps goes to the same step as on the whole axis)."""
+    from geodl.obs import Grid
+
+    n = len(whole.time)
+    for t0 in range(c0, c1, steps):
+        t1 = min(c1, t0 + steps)
         lo, hi = max(0, t0 - 1), min(n, t1 + 1)
         grid = Grid(time=whole.time[lo:hi], y=whole.y, x=whole.x)
-        zeros = np.zeros((hi - lo, *truth.shape[1:]), np.float32)
+        zeros = np.zeros((hi - lo, len(whole.y), len(whole.x)), np.float32)
         # the operator on zeros without noise: 0 where it looks, NaN elsewhere
-        made = _operate(zeros, grid, section.kind, noise_std=0.0, seed=0, **options)
+        made = _operate(zeros, grid, kind, noise_std=0.0, seed=0, **options)
         mask = np.isfinite(made.grid[t0 - lo : t0 - lo + t1 - t0])
         del made, zeros
-        field = np.asarray(truth.isel({t_dim: slice(t0, t1)}).values)
-        out = np.full(field.shape, np.nan, dtype=np.float32)
-        noise = rng.standard_normal(int(mask.sum()))
-        out[mask] = field[mask] + noise_std * noise
-        yield t0, t1, np.where(np.isfinite(field), out, np.float32(np.nan))
+        yield from mask
 
 
 def noise_level(section: ObsSection, truth: xr.DataArray, *, steps: int | None = None) -> float:
