@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -77,16 +78,29 @@ def _run_stage(name: str, config: Path, out: Path, log: Path, timeout: float) ->
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "geodl.cli"]
     cmd += ["stage", name, str(config), "--out", str(out)]
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        wall = time.perf_counter() - t0
-        return {"stage": name, "rc": None, "wall_s": wall, "cpu_s": None, "peak_mb": None}
+    # its own session, so that a timeout stops the stage too, not only /usr/bin/time (the
+    # stage used to run on, unmeasured, beside the next one)
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            log.write_text(stdout + stderr + f"\nstopped after {timeout:g} s\n")
+            wall = time.perf_counter() - t0
+            return {"stage": name, "rc": None, "wall_s": wall, "cpu_s": None, "peak_mb": None}
     wall = time.perf_counter() - t0
-    log.write_text(proc.stdout + proc.stderr)
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    log.write_text(stdout + stderr)
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     peak = int(m.group(1)) / 1024 if m else None
-    cpu = [re.search(rf"{k} time \(seconds\): ([\d.]+)", proc.stderr) for k in ("User", "System")]
+    cpu = [re.search(rf"{k} time \(seconds\): ([\d.]+)", stderr) for k in ("User", "System")]
     cpu_s = sum(float(c.group(1)) for c in cpu) if all(cpu) else None
     return {"stage": name, "rc": proc.returncode, "wall_s": wall, "cpu_s": cpu_s, "peak_mb": peak}
 
