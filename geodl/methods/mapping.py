@@ -1253,12 +1253,10 @@ def _fit_oi(section: OISection, data: MappingData, artifact: Path, **_: Any) -> 
         val = data.obs(data.splits["val"], window)
         truth = data.truth(data.splits["val"], window)
         t, y, x = _coords(val)
+        periodic_tune = periodic and window is None
         if window is not None:
-            periodic_tune = False
             ys, xs = window
             summary["tuning_window"] = {"y": [ys.start, ys.stop], "x": [xs.start, xs.stop]}
-        else:
-            periodic_tune = periodic
         result = tune_oi(
             torch.from_numpy(val.values.astype(np.float64)),
             torch.from_numpy(truth.values.astype(np.float64)),
